@@ -1,0 +1,384 @@
+"""The stage contract.
+
+A stage is a function `(ctx, config, inputs) -> outputs` declared with `@stage(...)`: its name, its
+config model, the artifacts it reads and writes, and the resources its Ray task asks for.
+`run_stage` executes one stage with caching:
+
+    key = hash(stage name, stage code version, canonical config, input digests, pipeline seed)
+
+A stage writes its outputs under `<store>/stages/<name>/<key>/` and then, last, `stage.json` (the
+success record, written atomically). A later run that computes the same key finds `stage.json` and
+reuses the outputs; a stage killed halfway leaves no `stage.json`, so it runs again -- and may
+resume from whatever per-shard files or checkpoints it had finished (`ctx.work_uri`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field
+
+from components.core.artifacts import Artifact, ArtifactStore
+from components.core.config import ConfigError, Resources, StageConfig, StrictModel, flatten
+from components.core.tracking import Tracker, TrackerHandle
+
+log = logging.getLogger("gptrecipe")
+
+RECORD_NAME = "stage.json"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    fn: Callable[..., dict[str, Artifact]]
+    config: type[StageConfig]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    resources: Resources
+    optional_inputs: tuple[str, ...] = ()
+    passthrough: dict[str, str] = field(default_factory=dict)  # output -> input, when switched off
+    code: tuple[str, ...] = ()  # further modules whose source is part of the code version
+
+    @property
+    def description(self) -> str:
+        return (inspect.getdoc(self.fn) or "").split("\n", 1)[0]
+
+    def __call__(self, ctx: StageContext, config: StageConfig, inputs: dict[str, Artifact]):
+        return self.fn(ctx, config, inputs)
+
+
+def stage(
+    name: str,
+    *,
+    config: type[StageConfig],
+    outputs: Iterable[str],
+    inputs: Iterable[str] = (),
+    optional_inputs: Iterable[str] = (),
+    cpus: float = 1,
+    gpus: float = 0,
+    memory_gb: float | None = None,
+    passthrough: dict[str, str] | None = None,
+    code: Iterable[str] = (),
+) -> Callable[[Callable[..., dict[str, Artifact]]], Stage]:
+    """Declare a stage. `cpus`/`gpus`/`memory_gb` are what its Ray task reserves; a stage that only
+    coordinates other Ray work (Ray Train, fan-out over shards) should reserve `cpus=0`."""
+
+    def wrap(fn: Callable[..., dict[str, Artifact]]) -> Stage:
+        return Stage(
+            name=name,
+            fn=fn,
+            config=config,
+            inputs=tuple(inputs) + tuple(optional_inputs),
+            optional_inputs=tuple(optional_inputs),
+            outputs=tuple(outputs),
+            resources=Resources(cpus=cpus, gpus=gpus, memory_gb=memory_gb),
+            passthrough=dict(passthrough or {}),
+            code=tuple(code),
+        )
+
+    return wrap
+
+
+# --- cache keys and success records --------------------------------------------------------------
+
+
+def code_version(stage: Stage) -> str:
+    """Hash of the source of the module that defines the stage (and of the modules it lists in
+    `code`): editing a stage's code reruns it, editing an unrelated stage does not."""
+    h = hashlib.sha256()
+    modules = [stage.fn.__module__, *stage.code]
+    for name in modules:
+        module = sys.modules.get(name) or importlib.import_module(name)
+        h.update(name.encode() + b"\0" + inspect.getsource(module).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def cache_key(stage: Stage, config: StageConfig, inputs: dict[str, Artifact], seed: int, code: str) -> str:
+    # `enabled` and `resources` do not change what a stage computes, so they stay out of the key.
+    semantic = config.model_dump(mode="json", exclude={"enabled", "resources"})
+    payload = {
+        "stage": stage.name,
+        "code": code,
+        "config": semantic,
+        "inputs": {name: art.digest for name, art in sorted(inputs.items())},
+        "seed": seed,
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+class StageRecord(StrictModel):
+    """The outcome of one stage in one pipeline run; on disk (`stage.json`) it marks success."""
+
+    stage: str
+    status: str = Field(description="done | cached | skipped | failed | not_run")
+    key: str | None = None
+    outputs: dict[str, Artifact] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict, description="Headline metrics.")
+    duration_s: float = 0.0
+    mlflow_run_id: str | None = None
+    produced_by_run: str | None = Field(None, description="MLflow run that computed the outputs.")
+    finished_at: float | None = None
+    error: str | None = None
+
+
+def stage_dir(store: ArtifactStore, stage_name: str, key: str) -> str:
+    return store.uri("stages", stage_name, key)
+
+
+def read_record(store: ArtifactStore, stage_name: str, key: str) -> StageRecord | None:
+    uri = store.join(stage_dir(store, stage_name, key), RECORD_NAME)
+    if not store.exists(uri):
+        return None
+    try:
+        return StageRecord.model_validate(store.read_json(uri))
+    except Exception:  # a damaged record is not a finished stage
+        log.warning("ignoring unreadable success record %s", uri)
+        return None
+
+
+# --- the run environment and the context a stage sees --------------------------------------------
+
+
+class RunEnv(StrictModel):
+    """What executing any stage of a pipeline run needs; travels to Ray workers."""
+
+    run_id: str
+    store: str
+    seed: int = 0
+    tracking_uri: str
+    experiment: str
+    artifact_location: str | None = None
+    parent_run_id: str | None = None
+    git_revision: str = "unknown"
+    pipeline: str = ""
+    code_versions: dict[str, str] = Field(
+        default_factory=dict, description="Stage code versions, computed once by the driver."
+    )
+
+    def key(self, stage: Stage, config: StageConfig, inputs: dict[str, Artifact]) -> str:
+        code = self.code_versions.get(stage.name) or code_version(stage)
+        return cache_key(stage, config, inputs, self.seed, code)
+
+
+def _ray_job_ids() -> dict[str, str]:
+    ids = {}
+    if os.environ.get("RAY_JOB_SUBMISSION_ID"):
+        ids["ray.submission_id"] = os.environ["RAY_JOB_SUBMISSION_ID"]
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ids["ray.job_id"] = ray.get_runtime_context().get_job_id()
+    except Exception:
+        pass
+    return ids
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets besides its config and inputs."""
+
+    stage: str
+    key: str
+    store: ArtifactStore
+    tracker: Tracker
+    seed: int
+    env: RunEnv
+    log: logging.Logger
+    headline: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def work_uri(self) -> str:
+        """This stage's directory for this cache key; scratch and checkpoints go under `_work/`."""
+        return stage_dir(self.store, self.stage, self.key)
+
+    def output_uri(self, name: str) -> str:
+        return self.store.join(self.work_uri, name)
+
+    def output_path(self, name: str) -> Path:
+        """Local directory for output `name` (created). Local stores only; see `ArtifactStore`."""
+        path = self.store.local_path(self.output_uri(name))
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def scratch_uri(self, name: str) -> str:
+        return self.store.join(self.work_uri, "_work", name)
+
+    def artifact(self, name: str, kind: str, **meta: Any) -> Artifact:
+        uri = self.output_uri(name)
+        return Artifact(uri=uri, kind=kind, digest=self.store.digest(uri), meta=meta)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.tracker.log_metrics(metrics, step)
+
+    def report(self, **metrics: float) -> None:
+        """Headline metrics: logged to MLflow and shown in summary.json and the run's summary."""
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
+        self.headline.update(clean)
+        self.tracker.log_metrics(clean)
+
+    def progress(self, items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
+        """A progress bar: Ray's (drawn by the driver) inside a Ray worker, tqdm on a terminal."""
+        desc = f"{self.stage}: {desc}" if desc else self.stage
+        if _in_ray_worker():
+            from ray.experimental import tqdm_ray
+
+            return iter(tqdm_ray.tqdm(items, total=total, desc=desc))
+        from tqdm import tqdm
+
+        return iter(tqdm(items, total=total, desc=desc, disable=not sys.stderr.isatty(), leave=False))
+
+    def tracker_handle(self) -> TrackerHandle:
+        return self.tracker.handle()
+
+
+def _in_ray_worker() -> bool:
+    try:
+        import ray
+
+        return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+    except Exception:
+        return False
+
+
+# --- executing one stage ---------------------------------------------------------------------
+
+
+def passthrough_record(stage: Stage, inputs: dict[str, Artifact]) -> StageRecord:
+    """A switched-off stage hands its input on as its output (a filter that keeps everything)."""
+    outputs = {out: inputs[src] for out, src in stage.passthrough.items() if src in inputs}
+    return StageRecord(stage=stage.name, status="skipped", outputs=outputs)
+
+
+def _run_tags(stage: Stage, key: str, env: RunEnv) -> dict[str, str]:
+    return {
+        "gptrecipe.stage": stage.name,
+        "gptrecipe.cache_key": key,
+        "gptrecipe.pipeline_run": env.run_id,
+        "mlflow.source.git.commit": env.git_revision,
+        **_ray_job_ids(),
+    }
+
+
+def find_cached(
+    stage: Stage, config: StageConfig, inputs: dict[str, Artifact], env: RunEnv
+) -> StageRecord | None:
+    """The stage's outcome if nothing needs computing: switched off, or finished before with this key."""
+    if not config.enabled:
+        return passthrough_record(stage, inputs)
+    store = ArtifactStore(env.store)
+    return read_record(store, stage.name, env.key(stage, config, inputs))
+
+
+def lookup_cached(
+    stage: Stage, config: StageConfig, inputs: dict[str, Artifact], env: RunEnv
+) -> StageRecord | None:
+    """`find_cached`, and a cache hit gets its own short MLflow child run (tagged
+    `gptrecipe.cache=hit`), so the run tree always shows every stage."""
+    record = find_cached(stage, config, inputs, env)
+    if record is None or record.status == "skipped":
+        return record
+    tags = _run_tags(stage, record.key or "", env)
+    tags.update({"gptrecipe.cache": "hit", "gptrecipe.produced_by_run": record.produced_by_run or ""})
+    tracker = Tracker(
+        env.tracking_uri,
+        env.experiment,
+        run_name=stage.name,
+        parent_run_id=env.parent_run_id,
+        tags=tags,
+        artifact_location=env.artifact_location,
+    )
+    tracker.log_metrics(record.metrics)
+    tracker.finish()
+    log.info("%s: cached (key %s)", stage.name, record.key)
+    return record.model_copy(update={"status": "cached", "mlflow_run_id": tracker.run_id, "duration_s": 0.0})
+
+
+def run_stage(
+    stage: Stage,
+    config: StageConfig,
+    inputs: dict[str, Artifact],
+    env: RunEnv,
+    *,
+    force: bool = False,
+) -> StageRecord:
+    """Run `stage` unless its outputs for this exact key exist; return what happened."""
+    check_inputs(stage, inputs)
+    if not force and (record := lookup_cached(stage, config, inputs, env)):
+        return record
+    store = ArtifactStore(env.store)
+    key = env.key(stage, config, inputs)
+    work_uri = stage_dir(store, stage.name, key)
+    if force and store.exists(work_uri):
+        log.info("%s: forced, discarding the cached outputs in %s", stage.name, work_uri)
+        store.remove(work_uri)
+    store.makedirs(work_uri)
+    tracker = Tracker(
+        env.tracking_uri,
+        env.experiment,
+        run_name=stage.name,
+        parent_run_id=env.parent_run_id,
+        tags={**_run_tags(stage, key, env), "gptrecipe.cache": "miss"},
+        spool_dir=Path(work_uri, "_tracking") if store.is_local else None,
+        artifact_location=env.artifact_location,
+    )
+    tracker.log_params(flatten(config.model_dump(mode="json")))
+    tracker.log_params({f"input.{n}": a.uri for n, a in inputs.items()})
+    ctx = StageContext(
+        stage=stage.name,
+        key=key,
+        store=store,
+        tracker=tracker,
+        seed=env.seed,
+        env=env,
+        log=logging.getLogger(f"gptrecipe.{stage.name}"),
+    )
+    log.info("%s: running (key %s)", stage.name, key)
+    started = time.time()
+    try:
+        outputs = stage.fn(ctx, config, inputs)
+        missing = set(stage.outputs) - set(outputs or {})
+        if missing:
+            raise RuntimeError(f"stage {stage.name} did not produce its declared outputs {sorted(missing)}")
+    except BaseException as e:
+        tracker.set_tags({"gptrecipe.error": f"{type(e).__name__}: {e}"[:5000]})
+        tracker.finish("FAILED")
+        raise
+    duration = time.time() - started
+    tracker.log_metrics({"stage_duration_s": duration})
+    tracker.flush()
+    record = StageRecord(
+        stage=stage.name,
+        status="done",
+        key=key,
+        outputs=outputs,
+        metrics=ctx.headline,
+        duration_s=duration,
+        mlflow_run_id=tracker.run_id,
+        produced_by_run=tracker.run_id,
+        finished_at=time.time(),
+    )
+    # The success record goes last: only now does this key count as finished.
+    store.write_json(store.join(work_uri, RECORD_NAME), record.model_dump(mode="json"))
+    tracker.finish()
+    log.info("%s: done in %.1fs", stage.name, duration)
+    return record
+
+
+def check_inputs(stage: Stage, inputs: dict[str, Artifact]) -> None:
+    missing = [n for n in stage.inputs if n not in inputs and n not in stage.optional_inputs]
+    if missing:
+        raise ConfigError(f"stage {stage.name} is missing its inputs {missing}")
