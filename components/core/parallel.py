@@ -26,6 +26,11 @@ def ray_running() -> bool:
         return False
 
 
+def _apply(fn: Callable[[T], R], item: T) -> R:
+    # Ray only wraps plain functions, not functools.partial objects; the callable travels as an argument.
+    return fn(item)
+
+
 def parallel_map(
     fn: Callable[[T], R],
     items: Sequence[T],
@@ -45,8 +50,9 @@ def parallel_map(
     options: dict[str, Any] = {"num_cpus": cpus, "max_retries": 2}
     if memory_gb:
         options["memory"] = int(memory_gb * 2**30)
-    remote = ray.remote(fn).options(**options)
-    refs = [remote.remote(x) for x in items]
+    remote = ray.remote(_apply).options(**options)
+    fn_ref = ray.put(fn)  # shipped once, not once per item
+    refs = [remote.remote(fn_ref, x) for x in items]
     index = {ref: i for i, ref in enumerate(refs)}
     results: list[Any] = [None] * len(refs)
     pending = list(refs)

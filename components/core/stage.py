@@ -164,6 +164,10 @@ class RunEnv(StrictModel):
     parent_run_id: str | None = None
     git_revision: str = "unknown"
     pipeline: str = ""
+    ray_submission_id: str | None = Field(
+        default_factory=lambda: ray_submission_id(),
+        description="The Ray job this run was submitted as (read in the driver; workers do not see it).",
+    )
     code_versions: dict[str, str] = Field(
         default_factory=dict, description="Stage code versions, computed once by the driver."
     )
@@ -173,10 +177,17 @@ class RunEnv(StrictModel):
         return cache_key(stage, config, inputs, self.seed, code)
 
 
-def _ray_job_ids() -> dict[str, str]:
-    ids = {}
-    if os.environ.get("RAY_JOB_SUBMISSION_ID"):
-        ids["ray.submission_id"] = os.environ["RAY_JOB_SUBMISSION_ID"]
+def ray_submission_id() -> str | None:
+    """The submission id of the Ray job this driver runs as, if it was submitted through the job API:
+    Ray passes the job's config, metadata included, to the entrypoint as JSON in this variable."""
+    try:
+        return json.loads(os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"])["metadata"]["job_submission_id"]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _ray_job_ids(env: RunEnv) -> dict[str, str]:
+    ids = {"ray.submission_id": env.ray_submission_id} if env.ray_submission_id else {}
     try:
         import ray
 
@@ -269,7 +280,7 @@ def _run_tags(stage: Stage, key: str, env: RunEnv) -> dict[str, str]:
         "gptrecipe.cache_key": key,
         "gptrecipe.pipeline_run": env.run_id,
         "mlflow.source.git.commit": env.git_revision,
-        **_ray_job_ids(),
+        **_ray_job_ids(env),
     }
 
 

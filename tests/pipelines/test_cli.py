@@ -1,0 +1,107 @@
+"""The command line: config errors, the DAG view, and a whole run of the smoke config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.cli import main
+from pipelines.config import load_config
+from pipelines.recipe import RECIPE
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tmp_overrides(tmp_path: Path) -> list[str]:
+    return [
+        f"pipeline.store={tmp_path / 'store'}",
+        f"pipeline.runs_dir={tmp_path / 'runs'}",
+        f"pipeline.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+
+
+def test_bad_value_names_key_and_file(capsys):
+    assert main(["run", "smoke", "world.crawl.pages=many"]) == 2
+    err = capsys.readouterr().err
+    assert "smoke.yaml" in err and "world.crawl.pages=many" in err
+    assert "world.crawl.pages: Input should be a valid integer" in err
+
+
+def test_unknown_key_names_key_and_file(tmp_path, capsys):
+    config = tmp_path / "exp.yaml"
+    config.write_text("inherit: smoke\nworld:\n  crawl:\n    pagez: 10\n")
+    assert main(["stages", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err and "world.crawl.pagez: unknown key" in err
+
+
+def test_unknown_stage_and_missing_config(capsys):
+    assert main(["run", "smoke", "--until", "nope"]) == 2
+    assert "unknown stage 'nope'; stages are: world, ingest" in capsys.readouterr().err
+    assert main(["run", "no-such-config"]) == 2
+    assert "no config named 'no-such-config' (known: " in capsys.readouterr().err
+
+
+def test_inherit_and_override_precedence():
+    config, source = load_config("smoke", ["world.crawl.pages=123"], RECIPE)
+    assert config.pipeline.name == "smoke"  # smoke's own value over tiny's
+    assert config.world.crawl.warc_files == 2  # from smoke.yaml
+    assert config.world.crawl.pages == 123  # the override wins
+    assert "with overrides world.crawl.pages=123" in source
+
+
+def test_stages_shows_the_dag(tmp_path, capsys):
+    assert main(["stages", "smoke", *tmp_overrides(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert list(lines) == RECIPE.names
+    assert "will run" in lines["world"] and "world" in lines["ingest"].split("will run")[1]
+
+
+@pytest.mark.slow
+def test_smoke_run_then_fully_cached(tmp_path):
+    """The README's promise in miniature: a run, then a rerun that reuses every stage much faster."""
+    cmd = [sys.executable, "-m", "pipelines.cli", "run", "smoke", *tmp_overrides(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+    started = time.time()
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    first_s = time.time() - started
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = json.loads(Path(first.stdout.strip().splitlines()[-1]).read_text())
+    assert {name: s["status"] for name, s in summary["stages"].items()} == dict.fromkeys(RECIPE.names, "done")
+
+    started = time.time()
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    second_s = time.time() - started
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = json.loads(Path(second.stdout.strip().splitlines()[-1]).read_text())
+    assert {name: s["status"] for name, s in again["stages"].items()} == dict.fromkeys(RECIPE.names, "cached")
+    for name in RECIPE.names:
+        assert again["stages"][name]["outputs"] == summary["stages"][name]["outputs"]
+        assert again["stages"][name]["cache_key"] == summary["stages"][name]["cache_key"]
+    print(f"first run {first_s:.1f}s, cached run {second_s:.1f}s")
+
+    stages_out = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "stages", "smoke", *tmp_overrides(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert all(" cached " in line for line in stages_out.stdout.splitlines()[2:])
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.get_run(again["mlflow"]["parent_run_id"])
+    assert parent.data.tags["gptrecipe.config"].endswith(
+        "smoke.yaml with overrides " + " ".join(tmp_overrides(tmp_path))
+    )
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert sorted(r.data.tags["gptrecipe.stage"] for r in children) == sorted(RECIPE.names)
+    assert all(r.data.tags["gptrecipe.cache"] == "hit" for r in children)
