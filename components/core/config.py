@@ -42,6 +42,12 @@ class StageConfig(StrictModel):
     )
     resources: Resources | None = Field(None, description="Overrides the stage's declared resources.")
 
+    def external_inputs(self) -> list[str]:
+        """Files or URLs outside the artifact store that this config makes the stage read (a user's
+        tokenizer, data or list files). Their fingerprints are part of the cache key, so replacing such
+        a file under the same name reruns the stage. Stages with path fields override this."""
+        return []
+
 
 # --- loading -------------------------------------------------------------------------------------
 

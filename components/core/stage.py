@@ -105,6 +105,25 @@ def code_version(stage: Stage) -> str:
     return h.hexdigest()[:16]
 
 
+def fingerprint(location: str) -> str:
+    """A cheap identity for a file, directory or URL outside the store: size plus modification time,
+    ETag or checksum -- whatever the filesystem knows without reading the content (a WARC may be GBs)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(location)
+    try:
+        files = sorted(fs.find(path, detail=True).items()) if fs.isdir(path) else [(path, fs.info(path))]
+    except FileNotFoundError:
+        return "missing"
+    h = hashlib.sha256()
+    for name, info in files:
+        stamp = next(
+            (info[k] for k in ("ETag", "etag", "md5", "mtime", "LastModified", "created") if k in info), ""
+        )
+        h.update(f"{name}\0{info.get('size')}\0{stamp}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def cache_key(stage: Stage, config: StageConfig, inputs: dict[str, Artifact], seed: int, code: str) -> str:
     # `enabled` and `resources` do not change what a stage computes, so they stay out of the key.
     semantic = config.model_dump(mode="json", exclude={"enabled", "resources"})
@@ -113,6 +132,7 @@ def cache_key(stage: Stage, config: StageConfig, inputs: dict[str, Artifact], se
         "code": code,
         "config": semantic,
         "inputs": {name: art.digest for name, art in sorted(inputs.items())},
+        "external": {loc: fingerprint(loc) for loc in sorted(config.external_inputs())},
         "seed": seed,
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

@@ -59,7 +59,12 @@ def list_shards(store: ArtifactStore, uri: str) -> list[str]:
 
 def read_documents(store: ArtifactStore, uri: str, columns: list[str] | None = None) -> list[Document]:
     with store.open(uri) as f:
-        return pq.read_table(f, columns=columns).to_pylist()
+        shard = pq.ParquetFile(f)
+        if shard.metadata.num_rows == 0:
+            # A shard whose documents were all dropped upstream keeps the schema of before the stage
+            # that added e.g. `text`; selecting that column would fail, and there is nothing to read.
+            return []
+        return shard.read(columns=columns).to_pylist()
 
 
 def iter_documents(store: ArtifactStore, artifact_uri: str, columns: list[str] | None = None):

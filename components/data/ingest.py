@@ -67,6 +67,9 @@ class IngestConfig(StageConfig):
         description="MIME types kept; everything else is skipped (counted as not_html).",
     )
 
+    def external_inputs(self) -> list[str]:
+        return list(self.paths)
+
 
 @dataclass
 class Page:

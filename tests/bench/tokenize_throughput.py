@@ -3,29 +3,39 @@
     .venv/bin/python tests/bench/tokenize_throughput.py               # ~4 MB of generated English-like text
     .venv/bin/python tests/bench/tokenize_throughput.py docs.parquet  # a Parquet `text` column
     .venv/bin/python tests/bench/tokenize_throughput.py --tokenizer tokenizer.json --mb 16
+    .venv/bin/python tests/bench/tokenize_throughput.py --threads 1   # one encoder thread, as a Ray task
 
 All paths encode the same documents with the same tokenizer: "raw encode_batch + .ids" is what any caller
 of `tokenizers` who needs ids does, and the target is ours >= 0.8x of it; "raw encode_batch, no .ids" is
 the bare Rust call, a floor for reference. Ours also appends the end-of-text id and keeps special tokens
 out of text (it uses `encode_batch_fast`, which skips offsets). Prints figures, asserts nothing; numbers
 on a shared 2-core machine are noisy, so each path's fastest of `--repeats` interleaved runs is shown.
+
+The second part measures the `tokenize` stage's per-shard task end to end -- read a Parquet document
+shard, split by document, encode, write the train/val token shards -- against raw encode_batch + .ids on
+the same texts already in memory, by wall time and by CPU time (tokens per CPU-second, the stage's
+`tokens_per_s_per_cpu`). `--threads 1` sizes the Rust thread pool as a 1-CPU Ray task does.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence, Sized
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
-from tokenizers import Encoding
+from tokenizers import Encoding, Tokenizer
 
 from components.tokenizer.bpe import TokenizerConfig, encode_batch, load_tokenizer, train_tokenizer
+from components.tokenizer.tokenize import tokenize_shard
 
 # Function words, then syllable onsets, vowels and codas ("-" = none) for the made-up words.
 _WORD_PARTS = """
@@ -108,7 +118,16 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="tokenizer.json to use (default: train one on the text)")
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, help="Rust encoder threads (RAYON_NUM_THREADS); default: all")
+    parser.add_argument(
+        "--shard-docs",
+        type=int,
+        default=2000,
+        help="documents per Parquet shard (stage part), as ingest writes",
+    )
     args = parser.parse_args()
+    if args.threads:  # read when the encoder's thread pool starts, i.e. at the first encode below
+        os.environ["RAYON_NUM_THREADS"] = str(args.threads)
 
     n_bytes = int(args.mb * 1e6)
     docs = parquet_docs(args.parquet, n_bytes) if args.parquet else generated_docs(n_bytes)
@@ -158,6 +177,86 @@ def main() -> None:
     floor = best["raw encode_batch, no .ids"] / best["ours encode_batch"]
     print(f"ratio ours/raw (time_raw/time_ours): {ratio:.2f}x  (target >= 0.8x)")
     print(f"ratio ours/raw without .ids:         {floor:.2f}x")
+    stage_vs_raw(tok, docs, args.shard_docs, args.repeats)
+
+
+def stage_vs_raw(tok: Tokenizer, docs: list[str], shard_docs: int, repeats: int) -> None:
+    """The tokenize stage's per-shard task (Parquet in, token shards out) against raw encode_batch + .ids."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tempfile.mkdtemp(prefix="tokenize-bench-")
+    try:
+        shards = [docs[i : i + shard_docs] for i in range(0, len(docs), shard_docs)]
+        os.makedirs(f"{root}/docs")
+        for i, texts in enumerate(shards):
+            ids = [f"doc-{i}-{j}" for j in range(len(texts))]
+            pq.write_table(
+                pa.table({"id": ids, "text": texts}), f"{root}/docs/part-{i:05d}.parquet", compression="zstd"
+            )
+        os.makedirs(f"{root}/tokenizer")
+        tok.save(f"{root}/tokenizer/tokenizer.json")
+        runs = itertools.count()
+
+        def stage() -> int:
+            out = f"{root}/out-{next(runs)}"
+            results = [
+                tokenize_shard(
+                    (i, f"part-{i:05d}.parquet"),
+                    store_root=root,
+                    docs_uri=f"{root}/docs",
+                    tokenizer_uri=f"{root}/tokenizer",
+                    tokenizer_digest="bench",
+                    out_uri=out,
+                    done_uri=f"{out}/done",
+                    val_fraction=0.05,
+                    batch_docs=512,
+                )
+                for i in range(len(shards))
+            ]
+            shutil.rmtree(out)
+            return sum(r["train_tokens"] + r["val_tokens"] for r in results)
+
+        def raw() -> int:
+            return sum(sum(len(e.ids) for e in tok.encode_batch(t, add_special_tokens=False)) for t in shards)
+
+        def raw_fast() -> int:
+            # The very call the stage makes (no offsets): the ratio to it is the stage's own overhead.
+            return sum(
+                sum(len(e.ids) for e in tok.encode_batch_fast(t, add_special_tokens=False)) for t in shards
+            )
+
+        paths = {
+            "stage per-shard task": stage,
+            "raw encode_batch + .ids": raw,
+            "raw encode_batch_fast+.ids": raw_fast,
+        }
+        for (
+            fn
+        ) in paths.values():  # warm up (the stage's first call also loads the tokenizer, once per worker)
+            fn()
+        wall = dict.fromkeys(paths, float("inf"))
+        cpu = dict.fromkeys(paths, float("inf"))
+        tokens = dict.fromkeys(paths, 0)
+        for _ in range(repeats):
+            for name, fn in paths.items():
+                w, c = time.perf_counter(), time.process_time()
+                tokens[name] = fn()
+                wall[name] = min(wall[name], time.perf_counter() - w)
+                cpu[name] = min(cpu[name], time.process_time() - c)
+        print(f"\ntokenize stage, {len(shards)} Parquet shards of <= {shard_docs} documents:")
+        for name in paths:
+            print(
+                f"{name:26s} {tokens[name] / wall[name] / 1e6:7.3f} M tokens/s  "
+                f"{tokens[name] / cpu[name] / 1e6:7.3f} M tokens/CPU-s  ({tokens[name]} tokens)"
+            )
+        stage_name, raw_name, fast_name = paths
+        print(f"ratio stage/raw by wall time: {wall[raw_name] / wall[stage_name]:.2f}x  (target >= 0.8x)")
+        print(f"ratio stage/raw by CPU time:  {cpu[raw_name] / cpu[stage_name]:.2f}x")
+        overhead = cpu[fast_name] / cpu[stage_name]
+        print(f"ratio stage/raw_fast by CPU:  {overhead:.2f}x  (the stage's own overhead)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

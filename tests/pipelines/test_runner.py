@@ -289,3 +289,35 @@ def test_store_layout(ray_cluster, settings, tmp_path):
     assert (stage_dir / "stage.json").exists()
     assert summary["stages"]["total"]["outputs"]["total"] == str(stage_dir / "total")
     assert not list(stage_dir.rglob(".tmp-*"))  # no temporary file left behind
+
+
+class FileConfig(StageConfig):
+    path: str
+
+    def external_inputs(self) -> list[str]:
+        return [self.path]
+
+
+@stage("reads_file", config=FileConfig, outputs=("copy",), cpus=0)
+def reads_file(ctx, config, inputs):
+    """Copies a user's file."""
+    _called(ctx, "reads_file")
+    _write(ctx, "copy", Path(config.path).read_text())
+    return {"copy": ctx.artifact("copy", kind="json")}
+
+
+def test_replacing_a_users_file_reruns_the_stage(settings, tmp_path):
+    from components.core.stage import RunEnv, run_stage
+
+    user_file = tmp_path / "user.txt"
+    user_file.write_text("first")
+    env = RunEnv(
+        run_id="t", store=settings["store"], tracking_uri=settings["tracking_uri"], experiment="files"
+    )
+    config = FileConfig(path=str(user_file))
+    assert run_stage(reads_file, config, {}, env).status == "done"
+    assert run_stage(reads_file, config, {}, env).status == "cached"
+    user_file.write_text("second, longer")  # same name, new content
+    again = run_stage(reads_file, config, {}, env)
+    assert again.status == "done"
+    assert json.loads(Path(again.outputs["copy"].uri, "value.json").read_text()) == "second, longer"
