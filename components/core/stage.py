@@ -95,11 +95,19 @@ def stage(
 
 
 def code_version(stage: Stage) -> str:
-    """Hash of the source of the module that defines the stage (and of the modules it lists in
-    `code`): editing a stage's code reruns it, editing an unrelated stage does not."""
+    """Hash of the source of the module that defines the stage and of what it lists in `code`: further
+    modules ("components.world.pages") and package data files or directories ("components/data/blocklists",
+    relative to the project root). Editing a stage's code or shipped data reruns it; editing an unrelated
+    stage does not."""
     h = hashlib.sha256()
-    modules = [stage.fn.__module__, *stage.code]
-    for name in modules:
+    root = Path(__file__).resolve().parents[2]
+    for name in [stage.fn.__module__, *stage.code]:
+        if "/" in name:
+            data = root / name
+            files = sorted(p for p in data.rglob("*") if p.is_file()) if data.is_dir() else [data]
+            for path in files:
+                h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+            continue
         module = sys.modules.get(name) or importlib.import_module(name)
         h.update(name.encode() + b"\0" + inspect.getsource(module).encode() + b"\0")
     return h.hexdigest()[:16]

@@ -83,6 +83,9 @@ class DecontaminateConfig(StageConfig):
     )
     samples: int = Field(10, ge=0, description="Dropped documents logged to MLflow as samples (scrubbed).")
 
+    def external_inputs(self) -> list[str]:
+        return list(self.extra_eval_paths)
+
 
 # --- normalisation and eval items -----------------------------------------------------------------
 

@@ -93,6 +93,9 @@ class TrainTokenizerConfig(StageConfig, TokenizerConfig):
         10_000_000, ge=1, description="At most this many held-out characters are encoded for bytes/token."
     )
 
+    def external_inputs(self) -> list[str]:
+        return [self.tokenizer_path] if self.tokenizer_path else []
+
     def tokenizer_config(self) -> TokenizerConfig:
         return TokenizerConfig(**self.model_dump(include=set(TokenizerConfig.model_fields)))
 

@@ -175,6 +175,9 @@ class ConversationsConfig(StageConfig):
     max_errors: int = Field(20, ge=1, description="Malformed records listed before a user file is rejected.")
     samples: int = Field(8, ge=0, description="Records per output and split logged to MLflow as samples.")
 
+    def external_inputs(self) -> list[str]:
+        return [p for p in (self.sft_path, self.preferences_path, self.prompts_path) if p]
+
     @field_validator("preference_mix", "prompt_mix")
     @classmethod
     def _check_mix(cls, mix: dict[str, float]) -> dict[str, float]:

@@ -777,8 +777,8 @@ class WorldConfig(StageConfig):
 
 
 # What the crawl's bytes depend on besides this module: the cache key must change when any of them does.
-# (The blocklist data file, components/data/blocklists/domains.txt, is not source and is not hashed.)
 _WORLD_CODE = (
+    "components/data/blocklists/domains.txt",  # the blocklisted hosts it draws junk pages from
     "components.world.pages",
     "components.world.noise",
     "components.world.warc",

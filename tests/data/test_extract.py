@@ -1,0 +1,211 @@
+"""Extraction: good, malformed, boilerplate-only, empty, huge and binary pages; the time limit; the stage."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from components.core.artifacts import Artifact, ArtifactStore
+from components.core.stage import RunEnv, run_stage
+from components.data.documents import iter_documents
+from components.data.extract import (
+    ExtractConfig,
+    Extractor,
+    TimeLimitExceeded,
+    _utf8_size_over,
+    extract,
+    text_truth,
+    time_limit,
+)
+from components.data.ingest import IngestConfig, ingest_file
+from components.world.crawl import CrawlConfig, KnowledgeConfig, generate_crawl
+from components.world.noise import break_markup
+from components.world.pages import Chrome, render_html
+
+ARTICLE = [
+    ("h1", "The old harbour of Velmora"),
+    (
+        "p",
+        "Velmora is a small port city on the northern coast, known for its fish market and its lighthouse.",
+    ),
+    (
+        "p",
+        "The harbour was rebuilt after the great storm, and today ferries leave for the islands twice a day.",
+    ),
+    (
+        "p",
+        "Visitors walk along the promenade in the evening, when the fishing boats come back.",
+    ),
+]
+
+
+def page(blocks=ARTICLE, seed: int = 0) -> str:
+    links = [("Arin Velmo", "/wiki/arin-velmo"), ("Ejon", "/wiki/ejon")]
+    return render_html(
+        "Velmora", blocks, Chrome("www.example.example", "en", links, ads=2), random.Random(seed)
+    )
+
+
+def run(html, **config) -> tuple[str | None, dict]:
+    doc = {"id": "1", "url": "https://x.example/", "html": html}
+    reason = Extractor(ExtractConfig(**config)).process(doc)
+    return reason, doc
+
+
+def test_good_page_keeps_the_article_and_leaves_the_chrome():
+    reason, doc = run(page())
+    assert reason is None
+    for _, line in ARTICLE:
+        assert line in doc["text"]
+    for chrome in ("cookies", "Skip to content", "Newsletter", "All rights reserved"):
+        assert chrome not in doc["text"]
+    recall, leaked, _ = text_truth("\n".join(t for _, t in ARTICLE), doc["text"])
+    assert recall == 1.0 and leaked == 0
+
+
+def test_malformed_html_still_extracts():
+    broken = break_markup(page())
+    assert "</p>" not in broken and "</html>" not in broken
+    reason, doc = run(broken)
+    assert reason is None
+    assert ARTICLE[1][1] in doc["text"] and ARTICLE[3][1] in doc["text"]
+
+
+def test_boilerplate_only_page_is_empty():
+    assert run(page(blocks=None))[0] == "empty"
+
+
+@pytest.mark.parametrize("html", ["", "   \n\t ", None])
+def test_empty_document(html):
+    assert run(html)[0] == "empty"
+
+
+def test_binary_and_non_html_bodies_are_parse_errors():
+    rng = random.Random(1)
+    assert run(rng.randbytes(4000).decode("latin-1"))[0] == "parse_error"
+    assert run("just a line of plain text, no markup at all")[0] == "parse_error"
+    reason, doc = run(page().encode())  # bytes where a string belongs: decoded, not fatal
+    assert reason is None and ARTICLE[1][1] in doc["text"]
+
+
+def test_extractor_exception_is_a_counted_parse_error():
+    def explode(html):
+        raise KeyError("boom")
+
+    block = Extractor(ExtractConfig(), extract_fn=explode)
+    assert block.process({"html": "<p>x</p>"}) == "parse_error"
+    assert block.counters["parse_error.KeyError"] == 1
+
+
+def test_size_cap_at_its_boundary():
+    cap = int(0.01 * 2**20)  # max_html_mb=0.01
+    base = page()
+    at_cap = base + " " * (cap - len(base.encode()))
+    assert len(at_cap.encode()) == cap
+    assert run(at_cap, max_html_mb=0.01)[0] is None  # exactly at the cap: parsed
+    assert run(at_cap + " ", max_html_mb=0.01)[0] == "too_large"  # one byte over: not parsed
+
+
+def test_size_cap_counts_utf8_bytes():
+    assert not _utf8_size_over("é" * 50, 100)  # 100 bytes
+    assert _utf8_size_over("é" * 51, 100)  # 102 bytes, 51 chars
+    assert not _utf8_size_over("a" * 25, 100)
+    assert _utf8_size_over("a" * 101, 100)
+
+
+def test_huge_page_is_too_large_and_not_parsed():
+    huge = "<html><body>" + "<p>word word word</p>" * 1_000_000 + "</body></html>"  # about 21 MB
+    started = time.process_time()
+    assert run(huge)[0] == "too_large"
+    assert time.process_time() - started < 0.5
+
+
+# --- the time limit --------------------------------------------------------------------------------
+
+
+def busy(html: str) -> str:
+    while True:  # a slow extraction, deterministically: it never ends on its own
+        sum(range(1000))
+
+
+def stubborn(html: str) -> str:
+    while True:  # an extractor that swallows every Exception cannot swallow the time limit
+        with contextlib.suppress(Exception):
+            sum(range(1000))
+
+
+@pytest.mark.parametrize("extract_fn", [busy, stubborn])
+def test_time_limit_interrupts_a_slow_extraction(extract_fn):
+    block = Extractor(ExtractConfig(time_limit_s=0.05), extract_fn=extract_fn)
+    started = time.process_time()
+    assert block.process({"html": "<p>slow</p>"}) == "timeout"
+    assert 0.04 < time.process_time() - started < 1.0
+
+
+def test_time_limit_interrupts_real_trafilatura():
+    # ~4 MB of tiny paragraphs: trafilatura needs seconds of CPU for it (a C-level parse of ~0.1 s).
+    slow = "<html><body>" + "".join(f"<div><p>Line {i} of a long page.</p></div>" for i in range(100_000))
+    slow += "</body></html>"
+    started = time.process_time()
+    assert run(slow, time_limit_s=0.2, max_html_mb=64)[0] == "timeout"
+    assert time.process_time() - started < 1.5
+
+
+def test_time_limit_restores_signal_state():
+    before = signal.getsignal(signal.SIGPROF)
+    with pytest.raises(TimeLimitExceeded), time_limit(0.02):
+        busy("")
+    assert signal.getsignal(signal.SIGPROF) is before
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+    with time_limit(5.0):  # a fast body: no exception, and no timer left behind
+        pass
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+
+
+def test_text_truth_counts_leaked_lines():
+    main = "First line of the article.\nSecond line of it."
+    recall, leaked, _ = text_truth(
+        main, "First line of the article.\nAccept all cookies?\n- Second line of it."
+    )
+    assert recall == 1.0 and leaked == len("Accept all cookies?")
+    assert text_truth(main, "First line of the article.")[0] == 0.5
+    assert text_truth(main, None) == (0.0, 0, 0)
+
+
+# --- the stage -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_documents(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("extractworld")
+    knowledge = KnowledgeConfig(countries=4, cities_per_country=2, people=8, unknown_entities=3)
+    generate_crawl(CrawlConfig(pages=400, warc_files=2, knowledge=knowledge), root / "crawl")
+    store = ArtifactStore(root / "store")
+    out, done = store.join(store.root, "ingest", "documents"), store.join(store.root, "ingest", "done")
+    for i, path in enumerate(sorted(glob.glob(str(root / "crawl" / "*.warc.gz")))):
+        ingest_file((i, path), store_root=store.root, out_uri=out, done_uri=done, config=IngestConfig())
+    crawl = Artifact(uri=str(root / "crawl"), kind="crawl", digest=store.digest(str(root / "crawl")))
+    return {"crawl": crawl, "documents": Artifact(uri=out, kind="documents", digest=store.digest(out))}
+
+
+def test_stage_on_the_tiny_world(tmp_path: Path, tracking_uri: str, tiny_documents: dict):
+    env = RunEnv(run_id="t", store=str(tmp_path / "store"), tracking_uri=tracking_uri, experiment="extract")
+    inputs = {"documents": tiny_documents["documents"], "labels": tiny_documents["crawl"]}
+    record = run_stage(extract, ExtractConfig(), inputs, env)
+    m = record.metrics
+    assert m["boilerplate_recall"] == 1.0
+    assert m["main_text_recall"] >= 0.99
+    assert m["failures"] >= 1 and m["documents_out"] > 300
+    store = ArtifactStore(env.store)
+    kept = list(iter_documents(store, record.outputs["documents"].uri))
+    assert kept and all("html" not in d and d["text"] for d in kept)
+    dropped_uri = record.outputs["dropped"].uri
+    assert store.listdir(dropped_uri) == ["extract.empty"]
+    for doc in iter_documents(store, store.join(dropped_uri, "extract.empty")):
+        assert doc["html"] and doc["drop_reason"] == "extract.empty"  # kept for inspection
