@@ -50,14 +50,10 @@ class PipelineSettings(StrictModel):
             return path if "://" in path else str((base / path).resolve())
 
         tracking = self.tracking_uri
-        artifacts = self.artifact_location
         if tracking.startswith("sqlite:///") and not tracking.startswith("sqlite:////"):
             db = (base / tracking[len("sqlite:///") :]).resolve()
             tracking = f"sqlite:///{db}"
-        if tracking.startswith("sqlite:///") and artifacts is None:
-            artifacts = str(Path(tracking[len("sqlite:///") :]).parent / "mlartifacts")
-        elif artifacts is not None:
-            artifacts = local(artifacts)
+        artifacts = local(self.artifact_location) if self.artifact_location else None
         return self.model_copy(
             update={
                 "store": local(self.store),

@@ -2,20 +2,60 @@
 
 Each node is a stage (found by name under components/) and names where each of its inputs comes
 from ("stage.output"). `gptrecipe stages CONFIG` prints this DAG with each stage's cache status.
+Inputs named `labels` are the tiny world's ground truth: with the world stage switched off (your own
+WARC files via `ingest.paths`) they are absent and the stages skip their precision/recall metrics.
 """
 
 from __future__ import annotations
 
+from components.data.curation_report import curation_report
+from components.data.decontaminate import decontaminate
+from components.data.dedup import dedup
+from components.data.extract import extract
 from components.data.ingest import ingest
+from components.data.language import language
+from components.data.pii import pii
+from components.data.url_filter import url_filter
+from components.tokenizer.tokenize import tokenize
+from components.tokenizer.train import train_tokenizer
+from components.world.conversations import conversations
 from components.world.crawl import world
 from pipelines.dag import Node, Pipeline
+
+LABELS = {"labels": "world.crawl"}
+CURATED = "decontaminate.documents"
+
+
+_CURATION = [
+    Node(url_filter, {"documents": "ingest.documents", **LABELS}),
+    Node(extract, {"documents": "url_filter.documents", **LABELS}),
+    Node(language, {"documents": "extract.documents", **LABELS}),
+    Node(dedup, {"documents": "language.documents", **LABELS}),
+    Node(pii, {"documents": "dedup.documents", **LABELS}),
+    Node(decontaminate, {"documents": "pii.documents", "benchmark": "world.knowledge", **LABELS}),
+]
+_CURATION_NAMES = [node.name for node in _CURATION]
 
 RECIPE = Pipeline(
     "recipe",
     [
         # -- the tiny world: a synthetic, labelled crawl (switch off to bring your own WARC files) ----
         Node(world),
-        # -- pretraining data --------------------------------------------------------------------
+        # -- pretraining data: FineWeb's order -------------------------------------------------------
         Node(ingest, {"crawl": "world.crawl"}),
+        *_CURATION,
+        Node(
+            curation_report,
+            {
+                "ingest_documents": "ingest.documents",
+                **{f"{n}_{out}": f"{n}.{out}" for n in _CURATION_NAMES for out in ("documents", "dropped")},
+                **LABELS,
+            },
+        ),
+        # -- tokenizer -------------------------------------------------------------------------------
+        Node(train_tokenizer, {"documents": CURATED}),
+        Node(tokenize, {"documents": CURATED, "tokenizer": "train_tokenizer.tokenizer"}),
+        # -- post-training data from the same world ---------------------------------------------------
+        Node(conversations, {"knowledge": "world.knowledge"}),
     ],
 )

@@ -196,6 +196,10 @@ class RunEnv(StrictModel):
         default_factory=lambda: ray_submission_id(),
         description="The Ray job this run was submitted as (read in the driver; workers do not see it).",
     )
+    progress_bars: bool = Field(
+        default_factory=lambda: sys.stderr.isatty(),
+        description="Draw progress bars (the driver's stderr is a terminal); otherwise stay quiet.",
+    )
     code_versions: dict[str, str] = Field(
         default_factory=dict, description="Stage code versions, computed once by the driver."
     )
@@ -272,6 +276,8 @@ class StageContext:
     def progress(self, items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
         """A progress bar: Ray's (drawn by the driver) inside a Ray worker, tqdm on a terminal."""
         desc = f"{self.stage}: {desc}" if desc else self.stage
+        if not self.env.progress_bars:
+            return iter(items)
         if _in_ray_worker():
             from ray.experimental import tqdm_ray
 

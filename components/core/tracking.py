@@ -36,6 +36,14 @@ def retry_delays() -> list[float]:
     return [float(x) for x in raw.split(",") if x.strip()]
 
 
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Run artifacts next to a SQLite tracking database (`<db dir>/mlartifacts`); None otherwise, so that a
+    tracking server uses its own. MLflow's own default is `./mlruns` in whatever the working directory is."""
+    if tracking_uri.startswith("sqlite:///"):
+        return str(Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts")
+    return None
+
+
 @dataclass
 class TrackerHandle:
     """What another process (a Ray Train worker) needs to log into the same run."""
@@ -78,7 +86,7 @@ class Tracker:
         self.run_name = run_name
         self.parent_run_id = parent_run_id
         self.run_id = run_id
-        self.artifact_location = artifact_location
+        self.artifact_location = artifact_location or default_artifact_location(tracking_uri)
         self.spool_dir = Path(spool_dir) if spool_dir else None
         self.flush_every_s = flush_every_s
         self._buffer = _Buffer()
