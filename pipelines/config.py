@@ -107,16 +107,19 @@ def load_config(spec: str, overrides: list[str], pipeline: Pipeline) -> tuple[Ba
 
 
 def check_switches(config: BaseModel, pipeline: Pipeline) -> None:
-    """A stage switched off must be able to pass its input through, or nothing may need its output."""
+    """Before any work: a stage switched off must be able to pass its input through, or nothing may need
+    its output; and every stage's own preflight check passes with the inputs it will actually get."""
     for name, node in pipeline.nodes.items():
+        if not getattr(config, name).enabled:
+            continue
+        available = set()
         for inp, (src, out) in node.sources().items():
-            src_stage = pipeline.nodes[src].stage
-            if getattr(config, src).enabled or out in src_stage.passthrough:
-                continue
-            if inp in node.stage.optional_inputs:
-                continue
-            if getattr(config, name).enabled:
+            if getattr(config, src).enabled or out in pipeline.nodes[src].stage.passthrough:
+                available.add(inp)
+            elif inp not in node.stage.optional_inputs:
                 raise ConfigError(
                     f"{src}.enabled is false, but {name} needs its output {out!r} (input {inp!r}); "
                     f"switch {name} off too or give it another source"
                 )
+        if node.stage.preflight:
+            node.stage.preflight(getattr(config, name), available)

@@ -14,7 +14,9 @@ from components.data.dedup import dedup
 from components.data.extract import extract
 from components.data.ingest import ingest
 from components.data.language import language
+from components.data.model_quality import model_quality
 from components.data.pii import pii
+from components.data.quality import quality
 from components.data.url_filter import url_filter
 from components.tokenizer.tokenize import tokenize
 from components.tokenizer.train import train_tokenizer
@@ -30,7 +32,9 @@ _CURATION = [
     Node(url_filter, {"documents": "ingest.documents", **LABELS}),
     Node(extract, {"documents": "url_filter.documents", **LABELS}),
     Node(language, {"documents": "extract.documents", **LABELS}),
-    Node(dedup, {"documents": "language.documents", **LABELS}),
+    Node(quality, {"documents": "language.documents", **LABELS}),
+    Node(model_quality, {"documents": "quality.documents", "reference": "world.knowledge", **LABELS}),
+    Node(dedup, {"documents": "model_quality.documents", **LABELS}),
     Node(pii, {"documents": "dedup.documents", **LABELS}),
     Node(decontaminate, {"documents": "pii.documents", "benchmark": "world.knowledge", **LABELS}),
 ]

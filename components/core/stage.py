@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +50,9 @@ class Stage:
     optional_inputs: tuple[str, ...] = ()
     passthrough: dict[str, str] = field(default_factory=dict)  # output -> input, when switched off
     code: tuple[str, ...] = ()  # further modules whose source is part of the code version
+    # Checks a config against the inputs the DAG will provide, when the config is loaded (before any stage
+    # runs), so a stage deep in the pipeline cannot fail late on something knowable up front.
+    preflight: Callable[[StageConfig, Collection[str]], None] | None = None
 
     @property
     def description(self) -> str:
@@ -71,6 +74,7 @@ def stage(
     memory_gb: float | None = None,
     passthrough: dict[str, str] | None = None,
     code: Iterable[str] = (),
+    preflight: Callable[[StageConfig, Collection[str]], None] | None = None,
 ) -> Callable[[Callable[..., dict[str, Artifact]]], Stage]:
     """Declare a stage. `cpus`/`gpus`/`memory_gb` are what its Ray task reserves; a stage that only
     coordinates other Ray work (Ray Train, fan-out over shards) should reserve `cpus=0`."""
@@ -86,6 +90,7 @@ def stage(
             resources=Resources(cpus=cpus, gpus=gpus, memory_gb=memory_gb),
             passthrough=dict(passthrough or {}),
             code=tuple(code),
+            preflight=preflight,
         )
 
     return wrap

@@ -205,11 +205,21 @@ def compose_entity_page(
     return title, [("h1", title), *body], ids
 
 
+# A list page lists its key facts and tells the rest in prose, as real "facts about" pages do. A page
+# that is nearly all bullets (> 90% of lines) is one that FineWeb's Gopher rule rejects, rightly: those
+# are rarely good text.
+LIST_ITEMS = 12
+PROSE_SENTENCES_PER_PARAGRAPH = 4
+
+
 def _list_blocks(style: Style, ctx: dict[str, str], sentences: list[str], rng: random.Random) -> list[Block]:
     blocks: list[Block] = []
     if style.intros:
         blocks.append(("p", rng.choice(style.intros).format(**ctx)))
-    blocks += [("li", s) for s in sentences]
+    blocks += [("li", s) for s in sentences[:LIST_ITEMS]]
+    rest = sentences[LIST_ITEMS:]
+    for start in range(0, len(rest), PROSE_SENTENCES_PER_PARAGRAPH):
+        blocks.append(("p", " ".join(rest[start : start + PROSE_SENTENCES_PER_PARAGRAPH])))
     if style.outros:
         blocks.append(("p", rng.choice(style.outros).format(**ctx)))
     return blocks

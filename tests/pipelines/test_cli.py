@@ -105,3 +105,14 @@ def test_smoke_run_then_fully_cached(tmp_path):
     )
     assert sorted(r.data.tags["gptrecipe.stage"] for r in children) == sorted(RECIPE.names)
     assert all(r.data.tags["gptrecipe.cache"] == "hit" for r in children)
+
+
+def test_preflight_refuses_before_any_work(tmp_path, capsys):
+    """model_quality needs good reference text; with the world off and none given, the config is refused."""
+    warcs = tmp_path / "crawl.warc.gz"
+    warcs.write_bytes(b"")
+    args = ["run", "smoke", "world.enabled=false", f"ingest.paths=[{warcs}]", *tmp_overrides(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "model_quality has nothing to train on" in err
+    assert not (tmp_path / "runs").exists()  # refused before a run started
