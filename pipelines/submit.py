@@ -84,14 +84,28 @@ def submit(
             "HF_HUB_OFFLINE": "1",
         },
     }
-    job_id = client.submit_job(
-        entrypoint=entrypoint, runtime_env=runtime_env, metadata={"gptrecipe.config": config_arg}
+    job_id = submit_when_ready(
+        client, entrypoint=entrypoint, runtime_env=runtime_env, metadata={"gptrecipe.config": config_arg}
     )
     print(f"submitted job {job_id} to {address}: {entrypoint}", file=sys.stderr)
     print(job_id, flush=True)
     if not wait:
         return 0
     return wait_for_job(client, job_id)
+
+
+def submit_when_ready(client, *, wait_s: float = 120.0, **job) -> str:
+    """Submit, waiting out a cluster that is up but not ready to run jobs yet: a head answers the job
+    API before its job agent has registered ("No available agent"), for a while after it starts."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise
+            print("the cluster's job agent is not ready yet; retrying", file=sys.stderr, flush=True)
+            time.sleep(2.0)
 
 
 def wait_for_job(client, job_id: str) -> int:
