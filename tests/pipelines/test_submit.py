@@ -47,6 +47,11 @@ def ray_head(tmp_path_factory):
     command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus=2"]
     command += [f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1"]
     command += [f"--temp-dir={temp}", "--include-dashboard=true"]
+    # The session's in-process Ray already holds the default agent ports (52365, ...); a second node on
+    # them starts, but its job agent never registers ("No available agent to submit job").
+    for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                 "metrics-export-port", "ray-client-server-port"):
+        command.append(f"--{flag}={free_port()}")
     head = subprocess.Popen(
         command,
         env=env,
