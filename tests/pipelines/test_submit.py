@@ -49,8 +49,13 @@ def ray_head(tmp_path_factory):
     command += [f"--temp-dir={temp}", "--include-dashboard=true"]
     # The session's in-process Ray already holds the default agent ports (52365, ...); a second node on
     # them starts, but its job agent never registers ("No available agent to submit job").
-    for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-                 "metrics-export-port", "ray-client-server-port"):
+    for flag in (
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+        "ray-client-server-port",
+    ):
         command.append(f"--{flag}={free_port()}")
     head = subprocess.Popen(
         command,
