@@ -30,6 +30,19 @@ test: install
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: install
-	$(PIP) -e '.[bench]'
-	$(BIN)/python -m bench.curation
+# Benchmark scripts (figures, no assertions). datatrove, the baseline, lives in its own venv: its
+# dependencies (xxhash<4, fasttext-numpy2-wheel) conflict with ours.
+DT_VENV := .venv-datatrove
+DT_PACKAGES := datatrove spacy regex tokenizers xxhash trafilatura lxml_html_clean fasttext-numpy2-wheel \
+	warcio faust-cchardet python-magic tldextract fasteners pyahocorasick
+
+$(DT_VENV)/.installed: infra/datatrove-constraints.txt
+	test -d $(DT_VENV) || $(PYTHON) -m venv $(DT_VENV)
+	$(DT_VENV)/bin/python -m pip install --quiet --constraint infra/datatrove-constraints.txt $(DT_PACKAGES)
+	touch $@
+
+bench: install $(DT_VENV)/.installed
+	$(BIN)/python tests/bench/curation_throughput.py --datatrove-python $(DT_VENV)/bin/python
+	$(BIN)/python tests/bench/minhash_throughput.py --datatrove-python $(DT_VENV)/bin/python
+	$(BIN)/python tests/bench/tokenize_throughput.py
+	$(BIN)/python tests/bench/pretrain_throughput.py

@@ -27,6 +27,11 @@ class RaySettings(StrictModel):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the in-process Ray (None = all).")
     num_gpus: int | None = Field(None, ge=0, description="GPUs of the in-process Ray (None = detected).")
     object_store_mb: int = Field(512, ge=64, description="Object store size of the in-process Ray.")
+    dashboard: bool = Field(
+        True,
+        description="Start the in-process Ray's dashboard on 127.0.0.1 (it serves the state API, which "
+        "Ray Train's placement-group cleanup polls; without it that cleanup warns every second).",
+    )
 
 
 class PipelineSettings(StrictModel):

@@ -18,8 +18,14 @@ from components.data.model_quality import model_quality
 from components.data.pii import pii
 from components.data.quality import quality
 from components.data.url_filter import url_filter
+from components.eval.evaluate import evaluate
 from components.tokenizer.tokenize import tokenize
 from components.tokenizer.train import train_tokenizer
+from components.train.grpo import grpo
+from components.train.ppo import ppo
+from components.train.pretrain import pretrain
+from components.train.reward_model import reward_model
+from components.train.sft import sft
 from components.world.conversations import conversations
 from components.world.crawl import world
 from pipelines.dag import Node, Pipeline
@@ -59,7 +65,37 @@ RECIPE = Pipeline(
         # -- tokenizer -------------------------------------------------------------------------------
         Node(train_tokenizer, {"documents": CURATED}),
         Node(tokenize, {"documents": CURATED, "tokenizer": "train_tokenizer.tokenizer"}),
+        # -- pretraining ---------------------------------------------------------------------------------
+        Node(pretrain, {"tokens": "tokenize.tokens", "tokenizer": "train_tokenizer.tokenizer"}),
         # -- post-training data from the same world ---------------------------------------------------
         Node(conversations, {"knowledge": "world.knowledge"}),
+        # -- post-training: SFT, reward model, RL --------------------------------------------------------
+        Node(
+            sft, {"model": "pretrain.model", "sft": "conversations.sft", "prompts": "conversations.prompts"}
+        ),
+        Node(reward_model, {"model": "sft.model", "preferences": "conversations.preferences"}),
+        Node(
+            ppo,
+            {
+                "policy": "sft.model",
+                "reward_model": "reward_model.reward_model",
+                "prompts": "conversations.prompts",
+            },
+        ),
+        Node(grpo, {"policy": "sft.model", "prompts": "conversations.prompts"}),
+        # -- every model of the run side by side ---------------------------------------------------------
+        Node(
+            evaluate,
+            {
+                "base": "pretrain.model",
+                "sft": "sft.model",
+                "ppo": "ppo.policy",
+                "grpo": "grpo.policy",
+                "reward_model": "reward_model.reward_model",
+                "prompts": "conversations.prompts",
+                "benchmark": "world.knowledge",
+                "tokens": "tokenize.tokens",
+            },
+        ),
     ],
 )

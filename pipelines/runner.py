@@ -98,7 +98,7 @@ def ray_session(settings: RaySettings, address: str | None) -> Iterator[None]:
             num_cpus=settings.num_cpus,
             num_gpus=settings.num_gpus,
             object_store_memory=settings.object_store_mb * 2**20,
-            include_dashboard=False,
+            include_dashboard=settings.dashboard,
             **quiet,
         )
     try:

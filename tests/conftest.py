@@ -18,7 +18,8 @@ def ray_cluster():
     """An in-process Ray shared by the tests that need one."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20, logging_level="WARNING")
+    # The dashboard serves the state API that Ray Train's placement-group cleanup polls.
+    ray.init(num_cpus=2, include_dashboard=True, object_store_memory=128 * 2**20, logging_level="WARNING")
     yield ray
     ray.shutdown()
 

@@ -97,8 +97,9 @@ class ArtifactStore:
         with self.atomic_write(uri) as f:
             f.write(data)
 
-    def write_json(self, uri: str, data: Any) -> None:
-        self.write_bytes(uri, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+    def write_json(self, uri: str, data: Any, sort_keys: bool = True) -> None:
+        text = json.dumps(data, indent=2, sort_keys=sort_keys, default=str)
+        self.write_bytes(uri, (text + "\n").encode())
 
     @contextlib.contextmanager
     def atomic_write(self, uri: str) -> Iterator[IO[bytes]]:

@@ -421,8 +421,9 @@ def run_stage(
         produced_by_run=tracker.run_id,
         finished_at=time.time(),
     )
-    # The success record goes last: only now does this key count as finished.
-    store.write_json(store.join(work_uri, RECORD_NAME), record.model_dump(mode="json"))
+    # The success record goes last: only now does this key count as finished. Unsorted, so that a
+    # cached stage's headline metrics print in the order the stage chose.
+    store.write_json(store.join(work_uri, RECORD_NAME), record.model_dump(mode="json"), sort_keys=False)
     tracker.finish()
     log.info("%s: done in %.1fs", stage.name, duration)
     return record

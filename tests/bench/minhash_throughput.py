@@ -1,7 +1,7 @@
 """MinHash signature throughput: our dedup signature step against datatrove's, on the same documents.
 
     .venv/bin/python tests/bench/minhash_throughput.py                       # datatrove in this venv
-    .venv/bin/python tests/bench/minhash_throughput.py --datatrove-python /tmp/dtvenv/bin/python
+    .venv/bin/python tests/bench/minhash_throughput.py --datatrove-python .venv-datatrove/bin/python
 
 The documents are the tiny world's pages (the labels' `main_text`, the text extraction should give),
 generated here with the default seed; `--copies K` repeats them to time a larger input. Both sides run
@@ -22,8 +22,7 @@ its default MinHash in our venv at all: it hashes `str` shingles, which xxhash 4
 So give it a throwaway venv with what its MinHash step needs and pass `--datatrove-python`; that
 interpreter runs only the datatrove half (this file's `--worker` mode, which imports nothing of ours):
 
-    python3 -m venv /tmp/dtvenv
-    /tmp/dtvenv/bin/pip install datatrove spacy regex tokenizers 'xxhash<4'
+    make bench    # builds .venv-datatrove (locked by infra/datatrove-constraints.txt), runs every bench
 
 Prints figures, asserts nothing; each path's fastest of `--repeats` runs is shown (a shared machine is
 noisy).
@@ -40,12 +39,9 @@ import time
 from pathlib import Path
 
 MISSING = (
-    "datatrove is not installed for this interpreter. Put it in a throwaway venv (datatrove 0.10 needs\n"
-    "xxhash<4, which this project's venv does not have) and point this script at it:\n"
-    "    python3 -m venv /tmp/dtvenv\n"
-    "    /tmp/dtvenv/bin/pip install datatrove spacy regex tokenizers 'xxhash<4'\n"
-    "    .venv/bin/python tests/bench/minhash_throughput.py --datatrove-python /tmp/dtvenv/bin/python\n"
-    "(`pip install -c infra/constraints.txt '.[bench]'` installs datatrove here, but its MinHash then fails.)"
+    "datatrove is not installed for this interpreter (datatrove 0.10 needs xxhash<4, which this\n"
+    "project's venv does not have). `make bench` builds its own venv, .venv-datatrove, and runs:\n"
+    "    .venv/bin/python tests/bench/minhash_throughput.py --datatrove-python .venv-datatrove/bin/python"
 )
 
 

@@ -42,6 +42,15 @@ def test_unknown_key_names_key_and_file(tmp_path, capsys):
     assert str(config) in err and "world.crawl.pagez: unknown key" in err
 
 
+def test_overrides_after_options_are_overrides(capsys):
+    # Refused before any work: the override after --until reached the config check.
+    assert main(["run", "smoke", "--until", "world", "world.crawl.pagez=1"]) == 2
+    assert "world.crawl.pagez: unknown key" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "smoke", "--until", "world", "stray"])
+    assert "unrecognized arguments: stray" in capsys.readouterr().err
+
+
 def test_unknown_stage_and_missing_config(capsys):
     assert main(["run", "smoke", "--until", "nope"]) == 2
     assert "unknown stage 'nope'; stages are: world, ingest" in capsys.readouterr().err
@@ -55,6 +64,26 @@ def test_inherit_and_override_precedence():
     assert config.world.crawl.warc_files == 2  # from smoke.yaml
     assert config.world.crawl.pages == 123  # the override wins
     assert "with overrides world.crawl.pages=123" in source
+
+
+@pytest.mark.parametrize("name", ["smoke", "tiny", "gpt2-124m", "reward-hacking"])
+def test_shipped_configs_validate(name):
+    config, _ = load_config(name, [], RECIPE)
+    assert config.pipeline.name == name
+
+
+def test_gpt2_config_is_gpt2_small():
+    config, _ = load_config("gpt2-124m", [], RECIPE)
+    shape = config.pretrain
+    assert (shape.block, shape.n_layer, shape.n_head, shape.n_embd, shape.context_length) == (
+        "gpt2",
+        12,
+        12,
+        768,
+        1024,
+    )
+    tokens_per_step = shape.scaling.num_workers * shape.batch_size * shape.grad_accum * shape.context_length
+    assert tokens_per_step == 2**19  # GPT-2's 0.5M-token batch
 
 
 def test_stages_shows_the_dag(tmp_path, capsys):

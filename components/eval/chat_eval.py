@@ -1,0 +1,208 @@
+"""Chat evaluation: generate replies to held-out prompts and score them exactly.
+
+Used by SFT (the SFT model beside the base model), PPO/GRPO (during training) and the evaluate stage.
+For each RL-format record (`prompt` messages, `answer`, `task`, plus extra info such as `competitors`):
+
+1. render the prompt with the generation prompt (`<|im_start|>assistant<|im_sep|>` appended);
+2. generate in batches with the KV cache until `<|im_end|>` (greedy at temperature 0: deterministic);
+3. read the reply with `assistant_reply` (text up to the first special token, whether it ended with
+   `<|im_end|>`, whether it leaked a role) and score it with the task's verifier.
+
+Metrics (`summarize`, computed from the samples alone, so several workers' samples can be merged):
+
+- `accuracy`: mean verifier score over records that have a task and an answer; `accuracy.<task>` per
+  task. Absent when no record is verifiable.
+- `format_compliance`: the reply ended with `<|im_end|>` AND leaked no role (no `<|im_start|>`/`<|im_sep|>`
+  before its end, no "User:"-style header written as text); `ended_rate`, `leaked_role_rate` separately.
+- `mean_response_tokens`: generated tokens per reply, the closing `<|im_end|>` included.
+- `rm_score_mean` (with a reward model): the reward model's score of prompt + reply, read at the last
+  generated token (the `<|im_end|>` of a finished reply), as RL reads it.
+- `n`: records evaluated; `skipped_too_long`: records whose prompt + `max_new_tokens` do not fit the
+  model's context (not generated, counted in no rate).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+
+from components.model.generate import generate
+from components.model.gpt import GPT
+from components.model.heads import ScalarHeadModel
+from components.tokenizer.bpe import eot_id
+from components.tokenizer.chat import ChatTokens, ChatTooLong, assistant_reply, render
+from components.world.verifiers import verifier_names, verify
+
+# Record fields that are not verifier info.
+_NOT_INFO = frozenset({"prompt", "answer", "task"})
+
+
+@dataclass
+class ChatEval:
+    metrics: dict[str, float]
+    samples: list[dict]
+
+
+def verifier_info(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's extra fields (`competitors`, `id`, ...), passed to the verifier as keyword args."""
+    return {k: v for k, v in record.items() if k not in _NOT_INFO}
+
+
+def is_verifiable(record: Mapping[str, Any]) -> bool:
+    return bool(record.get("task")) and record.get("answer") is not None
+
+
+@torch.no_grad()
+def chat_eval(
+    model: GPT,
+    tok: Tokenizer,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    temperature: float = 0.0,
+    seed: int = 0,
+    reward_model: ScalarHeadModel | None = None,
+    limit: int | None = None,
+) -> ChatEval:
+    """Generate a reply to each record's prompt and score it; see the module docstring.
+
+    The model is put in eval mode for the generation and given back in the mode it came in. The
+    samples follow the records' order: {prompt (messages), reply, answer, task, correct (1.0/0.0, None
+    when not verifiable), ended, leaked_role, response_tokens, rm_score (with a reward model), id}.
+    Raises ValueError before generating anything if a record names a task without a verifier."""
+    records = list(records[:limit] if limit is not None else records)
+    unknown = sorted({r["task"] for r in records if is_verifiable(r)} - set(verifier_names()))
+    if unknown:
+        raise ValueError(f"no verifier for task(s) {unknown}; register one with register_verifier")
+    special = ChatTokens.of(tok)
+    pad = eot_id(tok)
+    device = next(model.parameters()).device
+    budget = model.config.context_length - max_new_tokens
+    if budget < 1:
+        raise ValueError(
+            f"max_new_tokens {max_new_tokens} leaves no room for a prompt in context_length "
+            f"{model.config.context_length}"
+        )
+
+    prompts: list[tuple[int, list[int]]] = []  # (record index, prompt ids)
+    skipped = 0
+    for i, record in enumerate(records):
+        try:
+            ids = render(tok, record["prompt"], add_generation_prompt=True, max_tokens=budget).ids
+        except ChatTooLong:
+            skipped += 1
+            continue
+        prompts.append((i, ids))
+    # Similar lengths together: less padding per batch. The samples are put back in record order.
+    prompts.sort(key=lambda p: len(p[1]))
+
+    generator = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    rm_was_training = reward_model.training if reward_model is not None else False
+    if reward_model is not None:
+        reward_model.eval()
+    samples: dict[int, dict[str, Any]] = {}
+    try:
+        for lo in range(0, len(prompts), batch_size):
+            chunk = prompts[lo : lo + batch_size]
+            out = generate(
+                model,
+                [ids for _, ids in chunk],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                stop_tokens=[special.im_end],
+                pad_token_id=pad,
+                generator=generator,
+            )
+            scores = None
+            if reward_model is not None:
+                rm_device = next(reward_model.parameters()).device
+                scores = reward_model.score(
+                    out.sequences.to(rm_device), out.attention_mask.to(rm_device)
+                ).float()
+            for row, ((index, _), response) in enumerate(zip(chunk, out.response_lists(), strict=True)):
+                samples[index] = _sample(tok, records[index], response)
+                if scores is not None:
+                    samples[index]["rm_score"] = float(scores[row])
+    finally:
+        model.train(was_training)
+        if reward_model is not None:
+            reward_model.train(rm_was_training)
+
+    ordered = [samples[i] for i in sorted(samples)]
+    metrics = summarize(ordered)
+    metrics["skipped_too_long"] = float(skipped)
+    return ChatEval(metrics, ordered)
+
+
+def _sample(tok: Tokenizer, record: Mapping[str, Any], response: list[int]) -> dict[str, Any]:
+    reply = assistant_reply(tok, response)
+    correct = None
+    if is_verifiable(record):
+        correct = verify(record["task"], reply.text, record["answer"], **verifier_info(record))
+    return {
+        "id": record.get("id"),
+        "prompt": list(record["prompt"]),
+        "reply": reply.text,
+        "answer": record.get("answer"),
+        "task": record.get("task"),
+        "correct": correct,
+        "ended": reply.ended,
+        "leaked_role": reply.leaked_role,
+        "response_tokens": len(response),
+    }
+
+
+def summarize(samples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The metrics of the module docstring from samples (as `chat_eval` returns them)."""
+    n = len(samples)
+    metrics: dict[str, float] = {"n": float(n)}
+    if n == 0:
+        return metrics
+    ended = [bool(s["ended"]) for s in samples]
+    leaked = [bool(s["leaked_role"]) for s in samples]
+    metrics["format_compliance"] = sum(e and not k for e, k in zip(ended, leaked, strict=True)) / n
+    metrics["ended_rate"] = sum(ended) / n
+    metrics["leaked_role_rate"] = sum(leaked) / n
+    metrics["mean_response_tokens"] = sum(s["response_tokens"] for s in samples) / n
+    scored = [s for s in samples if s.get("correct") is not None]
+    if scored:
+        metrics["accuracy"] = sum(s["correct"] for s in scored) / len(scored)
+        by_task: dict[str, list[float]] = defaultdict(list)
+        for s in scored:
+            by_task[s["task"]].append(s["correct"])
+        for task, values in sorted(by_task.items()):
+            metrics[f"accuracy.{task}"] = sum(values) / len(values)
+    rm = [s["rm_score"] for s in samples if s.get("rm_score") is not None]
+    if rm:
+        metrics["rm_score_mean"] = sum(rm) / len(rm)
+    return metrics
+
+
+def format_samples(samples: Sequence[Mapping[str, Any]], *, title: str = "", limit: int | None = None) -> str:
+    """Samples as readable text for an MLflow text artifact: the prompt's messages, the reply, and the
+    verdict (correct / ended / leaked role / RM score)."""
+    lines = [f"# {title}\n\n"] if title else []
+    for s in list(samples)[:limit]:
+        for m in s["prompt"]:
+            lines.append(f"[{m['role']}] {m['content']}\n")
+        verdict = [f"task={s.get('task')}", f"answer={s.get('answer')!r}"]
+        if s.get("correct") is not None:
+            verdict.append("correct" if s["correct"] else "WRONG")
+        verdict.append("ended" if s["ended"] else "NOT ENDED")
+        if s["leaked_role"]:
+            verdict.append("LEAKED ROLE")
+        if s.get("rm_score") is not None:
+            verdict.append(f"rm={s['rm_score']:.3f}")
+        lines.append(f"[assistant] {s['reply']}\n  -> {', '.join(verdict)}\n\n")
+    return "".join(lines)
+
+
+__all__ = ["ChatEval", "chat_eval", "format_samples", "is_verifiable", "summarize", "verifier_info"]

@@ -1,0 +1,506 @@
+"""The recipe's last box: every model of the run measured the same way, side by side.
+
+Because the tiny world's facts are known, the comparison says what each step of the recipe added:
+
+- **pretraining** (`base`): knowledge of the facts, measured without any chat format by the
+  multiple-choice benchmark (log-likelihood of each choice after ``Question: ...\\nAnswer:``), and
+  language modelling of held-out web text in bits per byte;
+- **SFT** (`sft`): the chat format (format compliance: the reply closes its turn and writes no other
+  role) and answers a verifier accepts, on held-out prompts and on prompts like the SFT data's ("seen");
+  a base model gets the very same chat-rendered prompts and mostly fails the format -- that is the point;
+- **the reward model** (`reward_model`): the RM score of every model's replies, and how well that score
+  ranks correct replies above wrong ones (`reward_model.auc`: the probability that a verified-correct
+  reply outscores a wrong one, over all models' held-out replies);
+- **RL** (`ppo`, `grpo`): verifier accuracy and RM score after optimising the RM (PPO) or the verifier
+  (GRPO); a rising RM score with a flat accuracy is reward hacking; bits per byte shows what RL (and SFT)
+  cost on web text (the alignment tax).
+
+Every input is optional; at least one model is required (a preflight check refuses a DAG without one).
+Each model is evaluated in its own Ray task (in-process without Ray), which loads the model and the
+reward model, so the models of a run are measured in parallel on a cluster. Outputs (`report`):
+
+    evaluation.json        every metric per model, per-relation benchmark accuracy, RM agreement, timings
+    comparison.png         grouped bars per metric, one bar per model
+    samples_<model>.jsonl  a few replies per task and split, with verdicts and RM scores
+    table.txt              the compact table that is also logged
+
+Headline metrics are ``<model>.<metric>`` (``sft.accuracy``, ``grpo.accuracy``, ``ppo.rm_score``,
+``base.benchmark_acc``, ``base.bpb``, ...); unprefixed chat metrics are on held-out prompts, ``seen_*`` on
+seen prompts. Everything, per task and per relation included, goes to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from components.core.artifacts import Artifact
+from components.core.config import ConfigError, StageConfig
+from components.core.parallel import ray_running
+from components.core.stage import StageContext, stage
+from components.eval.bits_per_byte import corpus_bits_per_byte
+from components.eval.chat_eval import chat_eval, format_samples
+from components.eval.multiple_choice import benchmark_items, score_items
+from components.model.checkpoint import load_model_dir
+from components.model.heads import load_scalar_model_dir
+from components.tokenizer.bpe import eot_id, load_tokenizer
+from components.train.datasets import load_prompts
+
+MODELS = ("base", "sft", "ppo", "grpo")  # input names, in recipe order
+SPLITS = {"test": "", "seen": "seen_"}  # prompts file -> metric prefix (held-out metrics are unprefixed)
+# The metrics shown in the table, the figure and (per model) the headline, in that order.
+HEADLINE = (
+    "accuracy",
+    "seen_accuracy",
+    "format_compliance",
+    "rm_score",
+    "benchmark_acc",
+    "benchmark_acc_norm",
+    "bpb",
+)
+TABLE = (*HEADLINE, "ended_rate", "leaked_role_rate", "mean_response_tokens", "seen_rm_score", "val_loss")
+
+
+class EvaluateConfig(StageConfig):
+    """What the evaluate stage measures and how much of it. The defaults are the `tiny` demo's: four
+    models on 2 CPU cores in about half a minute."""
+
+    max_prompts: int | None = Field(
+        64,
+        ge=1,
+        description="Chat prompts per split (held-out test, seen) and model: the first N of each file; "
+        "None = all. Accuracy over N prompts has a standard error of up to 0.5/sqrt(N).",
+    )
+    max_benchmark_items: int | None = Field(
+        200, ge=1, description="Benchmark items per model: the first N of benchmark.jsonl; None = all."
+    )
+    max_val_tokens: int = Field(
+        16384,
+        ge=1,
+        description="Held-out corpus tokens for bits per byte: the first windows of the val split.",
+    )
+    val_seq_len: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens per bits-per-byte window; None = the model's context length (pretraining's "
+        "seq_len in the recipe, so the base model reproduces its training run's val_bpb).",
+    )
+    batch_size: int = Field(32, ge=1, description="Sequences per forward pass (benchmark, bpb, generation).")
+    max_new_tokens: int = Field(64, ge=1, description="Longest reply generated per chat prompt, in tokens.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature of the replies; 0 = greedy.")
+    seed: int | None = Field(None, description="Seed of sampling at temperature > 0; None = pipeline seed.")
+    samples_per_task: int = Field(
+        3, ge=0, description="Replies per task and split written to samples_<model>.jsonl."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where models run: auto = a GPU when the task has one, else the CPU."
+    )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Weights' dtype: auto = bfloat16 on a GPU that has it, float32 on CPU."
+    )
+    cpus_per_model: float = Field(
+        1.0, gt=0, description="CPU cores each model's Ray task reserves (its torch threads)."
+    )
+    gpus_per_model: float = Field(0.0, ge=0, description="GPUs each model's Ray task reserves.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Torch threads per model task; None = its reserved CPUs (Ray's default)."
+    )
+
+
+def check_inputs(config: StageConfig, available: Collection[str]) -> None:
+    """Preflight: a DAG that gives evaluate no model, or nothing to measure a model on, is refused."""
+    if not any(m in available for m in MODELS):
+        raise ConfigError(
+            f"evaluate has no model to evaluate: wire at least one of the inputs {', '.join(MODELS)} "
+            "(pretrain.model, sft.model, ppo.policy, grpo.policy) or switch evaluate off"
+        )
+    if not any(d in available for d in ("prompts", "benchmark", "tokens")):
+        raise ConfigError(
+            "evaluate has nothing to measure the models on: wire at least one of prompts "
+            "(conversations.prompts), benchmark (world.knowledge) or tokens (tokenize.tokens)"
+        )
+
+
+# --- one model's evaluation (a Ray task) ---------------------------------------------------------------
+
+
+@dataclass
+class ModelJob:
+    """Everything one model's evaluation needs; small enough to travel to a Ray task."""
+
+    name: str
+    model_dir: str
+    config: dict[str, Any]  # EvaluateConfig as JSON
+    seed: int
+    reward_model_dir: str | None = None
+    tokens_dir: str | None = None  # the tokenize stage's output (val/ shards inside)
+    benchmark: list[dict[str, Any]] = field(default_factory=list)
+    prompts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # split -> records
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
+    if setting == "bfloat16" or (
+        setting == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    ):
+        return torch.bfloat16
+    return torch.float32
+
+
+def evaluate_model(job: ModelJob) -> dict[str, Any]:
+    """Benchmark, bits per byte and chat metrics of one model: {metrics, by_relation, samples, seconds}."""
+    cfg = EvaluateConfig.model_validate(job.config)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(cfg.dtype, device)
+    tokenizer_file = Path(job.model_dir) / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise FileNotFoundError(f"{job.name}: {tokenizer_file} is missing; the model directory needs it")
+    tok = load_tokenizer(tokenizer_file)
+    model, _ = load_model_dir(job.model_dir, device=device, dtype=dtype)
+    if model.config.vocab_size < tok.get_vocab_size():
+        raise ValueError(
+            f"{job.name}: the model has {model.config.vocab_size} token ids but its tokenizer "
+            f"{tok.get_vocab_size()}; the directory {job.model_dir} is inconsistent"
+        )
+    metrics: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    out: dict[str, Any] = {"metrics": metrics, "seconds": seconds, "by_relation": {}, "samples": {}}
+
+    if job.benchmark:
+        started = time.perf_counter()
+        result = score_items(
+            model, tok, benchmark_items(job.benchmark), prefix_ids=[eot_id(tok)], batch_size=cfg.batch_size
+        )
+        metrics.update(benchmark_acc=result.acc, benchmark_acc_norm=result.acc_norm)
+        metrics["benchmark_items"] = float(result.items)
+        out["by_relation"] = result.by_group
+        seconds["benchmark"] = time.perf_counter() - started
+
+    if job.tokens_dir:
+        started = time.perf_counter()
+        bpb = corpus_bits_per_byte(
+            model,
+            tok,
+            Path(job.tokens_dir) / "val",
+            max_tokens=cfg.max_val_tokens,
+            seq_len=cfg.val_seq_len,
+            batch_size=cfg.batch_size,
+            dtype=dtype,
+        )
+        metrics.update(bpb=bpb.bpb, val_loss=bpb.loss, val_tokens=float(bpb.tokens))
+        seconds["bpb"] = time.perf_counter() - started
+
+    if job.prompts:
+        reward_model = None
+        if job.reward_model_dir:
+            rm_tokenizer = Path(job.reward_model_dir) / "tokenizer.json"
+            if rm_tokenizer.is_file() and rm_tokenizer.read_text() != tokenizer_file.read_text():
+                raise ValueError(
+                    f"the reward model {job.reward_model_dir} has another tokenizer than {job.name} "
+                    f"({job.model_dir}); it would score token ids it does not know"
+                )
+            # float32 whatever `dtype`: its head runs in float32 (small reward differences survive), and
+            # one scoring pass per batch of replies costs little next to generating them.
+            reward_model, _ = load_scalar_model_dir(job.reward_model_dir, device=device, dtype=torch.float32)
+        for split, records in job.prompts.items():
+            started = time.perf_counter()
+            result = chat_eval(
+                model,
+                tok,
+                records,
+                max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.batch_size,
+                temperature=cfg.temperature,
+                seed=job.seed,
+                reward_model=reward_model,
+            )
+            prefix = SPLITS[split]
+            for key, value in result.metrics.items():
+                key = "rm_score" if key == "rm_score_mean" else key
+                metrics[f"{prefix}{key}"] = float(value)
+            out["samples"][split] = result.samples
+            seconds[f"chat_{split}"] = time.perf_counter() - started
+    return out
+
+
+def map_models(
+    fn: Callable[[ModelJob], dict[str, Any]], jobs: Sequence[ModelJob], *, cpus: float, gpus: float
+) -> list[dict[str, Any]]:
+    """``[fn(job) for job in jobs]``, one Ray task per model when Ray is running (each reserving
+    ``cpus`` and ``gpus``; even a single model, since the stage's own task reserves nothing), else in
+    this process. `components.core.parallel.parallel_map` with GPUs."""
+    if not ray_running():
+        return [fn(job) for job in jobs]
+    import ray
+
+    remote = ray.remote(fn).options(num_cpus=cpus, num_gpus=gpus, max_retries=1, name="evaluate_model")
+    return ray.get([remote.remote(job) for job in jobs])
+
+
+# --- what the stage derives from all models ----------------------------------------------------------
+
+
+def rm_auc(samples: Sequence[dict[str, Any]]) -> tuple[float | None, int]:
+    """How well the reward model's score separates verified-correct replies from wrong ones: the
+    probability that a random correct reply scores above a random wrong one (ties count half), and the
+    number of (correct, wrong) pairs. None without both kinds of reply."""
+    pos = sorted(s["rm_score"] for s in samples if s.get("correct") == 1.0 and s.get("rm_score") is not None)
+    neg = sorted(s["rm_score"] for s in samples if s.get("correct") == 0.0 and s.get("rm_score") is not None)
+    if not pos or not neg:
+        return None, 0
+    # Mann-Whitney U by merging the two sorted lists: O(n log n) rather than every pair.
+    wins, j_lo, j_hi = 0.0, 0, 0
+    for p in pos:
+        while j_lo < len(neg) and neg[j_lo] < p:
+            j_lo += 1
+        j_hi = max(j_hi, j_lo)
+        while j_hi < len(neg) and neg[j_hi] <= p:
+            j_hi += 1
+        wins += j_lo + 0.5 * (j_hi - j_lo)
+    return wins / (len(pos) * len(neg)), len(pos) * len(neg)
+
+
+def pick_samples(samples: Sequence[dict[str, Any]], per_task: int) -> list[dict[str, Any]]:
+    """The first ``per_task`` samples of each task, in their original order."""
+    seen: dict[Any, int] = {}
+    out = []
+    for s in samples:
+        task = s.get("task")
+        if seen.get(task, 0) < per_task:
+            seen[task] = seen.get(task, 0) + 1
+            out.append(s)
+    return out
+
+
+def format_table(models: dict[str, dict[str, float]], rows: Sequence[str] = TABLE) -> str:
+    """Metrics as rows, models as columns; rows no model has are left out, a missing value is '-'."""
+    names = list(models)
+    rows = [r for r in rows if any(r in m for m in models.values())]
+    width = max([len(r) for r in rows] + [6])
+    lines = [f"{'metric':<{width}}" + "".join(f"{n:>10}" for n in names)]
+    for r in rows:
+        cells = []
+        for n in names:
+            v = models[n].get(r)
+            cells.append(f"{'-':>10}" if v is None or math.isnan(v) else f"{v:>10.4g}")
+        lines.append(f"{r:<{width}}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def comparison_figure(models: dict[str, dict[str, float]]):
+    """Small multiples: one panel per metric with one bar per model, and a panel of held-out accuracy
+    per task with the models side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(models)
+    colors = {n: plt.get_cmap("tab10")(i) for i, n in enumerate(MODELS)}
+    panels = [m for m in (*HEADLINE, "mean_response_tokens") if any(m in v for v in models.values())]
+    tasks = sorted({k.split(".", 1)[1] for v in models.values() for k in v if k.startswith("accuracy.")})
+    n_panels = len(panels) + (1 if tasks else 0)
+    cols = min(4, max(1, n_panels))
+    rows = max(1, math.ceil(n_panels / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax, metric in zip(flat, panels, strict=False):
+        values = [models[n].get(metric, float("nan")) for n in names]
+        bars = ax.bar(names, values, color=[colors.get(n, "grey") for n in names])
+        ax.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.3g}" for v in values], fontsize=7)
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(labelsize=8)
+        if metric.startswith("benchmark_acc"):
+            ax.axhline(0.25, color="grey", linestyle=":", linewidth=1)  # chance with four choices
+        if "accuracy" in metric or metric.startswith(("benchmark_acc", "format")):
+            ax.set_ylim(0, 1.12)
+    if tasks:
+        ax = flat[len(panels)]
+        width = 0.8 / max(1, len(names))
+        for i, n in enumerate(names):
+            xs = [t + (i - (len(names) - 1) / 2) * width for t in range(len(tasks))]
+            values = [models[n].get(f"accuracy.{task}", float("nan")) for task in tasks]
+            ax.bar(xs, values, width=width, label=n, color=colors.get(n, "grey"))
+        ax.set_xticks(range(len(tasks)), tasks, fontsize=7, rotation=20)
+        ax.set_ylim(0, 1.12)
+        ax.set_title("held-out accuracy per task", fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    fig.suptitle("What each stage of the recipe added", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# --- the stage ------------------------------------------------------------------------------------------
+
+
+def _read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                records.append(json.loads(line))
+                if limit is not None and len(records) >= limit:
+                    break
+    return records
+
+
+@stage(
+    "evaluate",
+    config=EvaluateConfig,
+    optional_inputs=(*MODELS, "reward_model", "prompts", "benchmark", "tokens"),
+    outputs=("report",),
+    cpus=0,  # only coordinates: each model's Ray task reserves cpus_per_model / gpus_per_model
+    preflight=check_inputs,
+    # Everything the numbers depend on; bits per byte is pretraining's own arithmetic (pretrain, packing).
+    code=(
+        "components.eval.multiple_choice",
+        "components.eval.bits_per_byte",
+        "components.eval.chat_eval",
+        "components.model.gpt",
+        "components.model.generate",
+        "components.model.heads",
+        "components.tokenizer.chat",
+        "components.train.pretrain",
+        "components.train.packing",
+        "components.world.verifiers",
+    ),
+)
+def evaluate(ctx: StageContext, config: EvaluateConfig, inputs: dict[str, Artifact]) -> dict:
+    """Every model of the run on the fact benchmark, held-out bits/byte and chat prompts (verifier, RM)."""
+    check_inputs(config, inputs)
+    local = {name: str(ctx.store.local_path(art.uri)) for name, art in inputs.items()}
+    models = [m for m in MODELS if m in inputs]
+
+    benchmark: list[dict[str, Any]] = []
+    if "benchmark" in inputs:
+        path = Path(local["benchmark"]) / "benchmark.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluate: the benchmark input has no benchmark.jsonl ({path})")
+        benchmark = _read_jsonl(path, config.max_benchmark_items)
+    prompts: dict[str, list[dict[str, Any]]] = {}
+    if "prompts" in inputs:
+        for split in SPLITS:
+            path = Path(local["prompts"]) / f"{split}.jsonl"
+            if path.is_file():
+                prompts[split] = load_prompts(str(path))[: config.max_prompts]
+            else:
+                ctx.log.warning("evaluate: %s is missing; no %s chat metrics", path, split)
+    tokens_dir = local.get("tokens")
+    if tokens_dir and not (Path(tokens_dir) / "val").is_dir():
+        ctx.log.warning("evaluate: %s has no val/ split; no bits per byte", tokens_dir)
+        tokens_dir = None
+    if "reward_model" in inputs and not prompts:
+        ctx.log.warning("evaluate: a reward model but no prompts; the reward model scores nothing")
+
+    seed = ctx.seed if config.seed is None else config.seed
+    jobs = [
+        ModelJob(
+            name=name,
+            model_dir=local[name],
+            config=config.model_dump(mode="json"),
+            seed=seed,
+            reward_model_dir=local.get("reward_model"),
+            tokens_dir=tokens_dir,
+            benchmark=benchmark,
+            prompts=prompts,
+        )
+        for name in models
+    ]
+    ctx.log.info(
+        "evaluating %s: %d benchmark items, %s prompts, %s",
+        ", ".join(models),
+        len(benchmark),
+        "/".join(f"{len(v)} {k}" for k, v in prompts.items()) or "no",
+        f"up to {config.max_val_tokens} val tokens" if tokens_dir else "no bits per byte",
+    )
+    started = time.perf_counter()
+    results = map_models(evaluate_model, jobs, cpus=config.cpus_per_model, gpus=config.gpus_per_model)
+    wall = time.perf_counter() - started
+    per_model = {job.name: r for job, r in zip(jobs, results, strict=True)}
+    table_metrics = {name: r["metrics"] for name, r in per_model.items()}
+
+    report: dict[str, Any] = {
+        "models": table_metrics,
+        "benchmark_by_relation": {n: r["by_relation"] for n, r in per_model.items() if r["by_relation"]},
+        "seconds": {n: r["seconds"] for n, r in per_model.items()} | {"wall": wall},
+        "inputs": {name: art.uri for name, art in inputs.items()},
+        "config": config.model_dump(mode="json"),
+    }
+    headline: dict[str, float] = {}
+    if "reward_model" in inputs and prompts:
+        pooled = [s for r in per_model.values() for s in r["samples"].get("test", [])]
+        auc, pairs = rm_auc(pooled)
+        by_model = {n: rm_auc(r["samples"].get("test", []))[0] for n, r in per_model.items()}
+        report["reward_model"] = {"auc": auc, "pairs": pairs, "auc_by_model": by_model}
+        if auc is not None:
+            headline["reward_model.auc"] = auc
+
+    out_dir = ctx.output_path("report")
+    for name, r in per_model.items():
+        picked = [
+            {"split": split, **s}
+            for split, samples in r["samples"].items()
+            for s in pick_samples(samples, config.samples_per_task)
+        ]
+        with (out_dir / f"samples_{name}.jsonl").open("w", encoding="utf-8") as f:
+            for s in picked:
+                f.write(json.dumps(s, ensure_ascii=False) + "\n")
+    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    table = format_table(table_metrics)
+    (out_dir / "table.txt").write_text(table + "\n")
+    figure = comparison_figure(table_metrics)
+    figure.savefig(out_dir / "comparison.png", dpi=110, bbox_inches="tight")
+
+    # Headline: each metric across the models before the next metric, so the run summary's first
+    # columns compare the models on accuracy.
+    for metric in HEADLINE:
+        for name in models:
+            value = table_metrics[name].get(metric)
+            if value is not None and not math.isnan(value):
+                headline[f"{name}.{metric}"] = value
+    everything = {f"{n}.{k}": v for n, m in table_metrics.items() for k, v in m.items()}
+    everything |= {f"{n}.seconds.{k}": v for n, r in per_model.items() for k, v in r["seconds"].items()}
+    for n, r in per_model.items():
+        everything |= {f"{n}.benchmark_acc.{rel}": v["acc"] for rel, v in r["by_relation"].items()}
+    ctx.log_metrics({k: v for k, v in everything.items() if k not in headline and not math.isnan(v)})
+    ctx.report(**headline)
+    ctx.log.info("evaluated %d model(s) in %.1fs:\n%s", len(models), wall, table)
+    ctx.tracker.log_text(table + "\n", "evaluation_table.txt")
+    for path in sorted(out_dir.iterdir()):
+        ctx.tracker.log_artifact(path, "report")
+    for name, r in per_model.items():
+        for split, samples in r["samples"].items():
+            text = format_samples(pick_samples(samples, config.samples_per_task), title=f"{name} / {split}")
+            ctx.tracker.log_text(text, f"samples/{name}_{split}.txt")
+    return {"report": ctx.artifact("report", kind="evaluation", models=models)}
+
+
+__all__ = [
+    "MODELS",
+    "EvaluateConfig",
+    "ModelJob",
+    "check_inputs",
+    "comparison_figure",
+    "evaluate",
+    "evaluate_model",
+    "format_table",
+    "pick_samples",
+    "rm_auc",
+]

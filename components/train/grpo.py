@@ -1,0 +1,233 @@
+"""GRPO / RLOO: the SFT policy trained on verifiable rewards, with advantages from groups of samples.
+
+No critic. Each iteration samples ``group_size`` replies to each of ``rollout_batch_size`` prompts and
+scores them with a reward function -- by default the tiny world's verifiers (1 for a correct answer,
+0 otherwise), or any function registered with `rl_roles.register_reward` or named as
+``"package.module:function"``. Each reply's advantage comes from its own group (`rl_math`):
+
+- ``grpo``:    (r - mean_group) / (std_group + eps)          (DeepSeekMath)
+- ``dr_grpo``:  r - mean_group                                (Dr. GRPO: no std scaling, no length bias)
+- ``rloo``:     r - mean of the other k - 1 rewards           (RLOO: leave-one-out baseline)
+
+spread over the reply's tokens, then the clipped policy loss (`PolicyActor.train`) with, optionally, the
+k3 KL to the frozen reference as a loss term (``kl_coef``; 0 = off, as Dr. GRPO and many RLVR recipes).
+The reference is scored every iteration anyway: the KL to it is one of the health metrics. A reward
+model, if given, is only watched (its score beside the gold score), never optimised.
+
+A group whose replies all scored the same has advantage 0 everywhere: it teaches nothing
+(``rollout/zero_signal_groups`` counts them; too many means the prompts are too easy or too hard).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any, Literal
+
+from pydantic import Field
+from torch import Tensor
+
+from components.core.config import ConfigError
+from components.core.stage import StageContext, stage
+from components.eval.chat_eval import is_verifiable
+from components.train.rl_math import broadcast_to_tokens, group_advantages, rloo_advantages
+from components.train.rl_monitor import rollout_metrics
+from components.train.rl_roles import PolicyActor, Reference, RewardScorer, RoleSpec
+from components.train.rl_rollout import (
+    Experience,
+    IterationResult,
+    PromptSet,
+    RLAlgorithm,
+    RLConfig,
+    RLPaths,
+    RLRun,
+    Rollout,
+    apply_missing_eos_penalty,
+    phase_timer,
+)
+from components.world.verifiers import verifier_names
+
+Advantage = Literal["grpo", "dr_grpo", "rloo"]
+VERIFIER_REWARDS = ("verifier", "verifier_and_format")
+
+
+class GRPOConfig(RLConfig):
+    """GRPO / Dr. GRPO / RLOO (see the module docstring); shared fields in `RLConfig`.
+
+    ``rollout_batch_size`` counts prompts: an iteration has rollout_batch_size x group_size replies."""
+
+    rollout_batch_size: int = Field(
+        8, ge=1, description="Prompts per iteration (each sampled group_size times)."
+    )
+    group_size: int = Field(8, ge=2, description="Replies sampled per prompt: the group of the baseline.")
+    advantage: Advantage = Field("grpo", description="grpo | dr_grpo | rloo (see the module docstring).")
+    advantage_eps: float = Field(1e-6, gt=0, description="grpo: added to the group's std (0 / 0 guard).")
+    kl_coef: float = Field(
+        0.0, ge=0, description="Weight of the k3 KL-to-reference loss term (DeepSeekMath 0.04); 0 = off."
+    )
+    reward: str = Field(
+        "verifier",
+        description="Reward function: 'verifier' (the task's verifier, 1/0), 'verifier_and_format' (minus "
+        "0.5 for a reply that does not close its turn), 'reward_model' (the RM input's z-score), another "
+        "registered name, or 'package.module:function'.",
+    )
+
+    @property
+    def loss_kl_coef(self) -> float:
+        return self.kl_coef
+
+    @property
+    def rows_per_iteration(self) -> int:
+        return self.rollout_batch_size * self.group_size
+
+
+def grpo_advantages(rewards: Tensor, group_size: int, kind: Advantage, eps: float = 1e-6) -> Tensor:
+    """(N,) per-reply advantages from (N,) rewards, each prompt's group_size replies adjacent."""
+    if kind == "rloo":
+        return rloo_advantages(rewards, group_size)
+    return group_advantages(rewards, group_size, scale=kind == "grpo", eps=eps)
+
+
+def grpo_experience(
+    rollout: Rollout,
+    rewards: Tensor,
+    old_logp: Tensor,
+    ref_logp: Tensor | None,
+    *,
+    group_size: int,
+    kind: Advantage,
+    eps: float = 1e-6,
+) -> tuple[Experience, Tensor]:
+    """The experience of a scored rollout of groups, and the per-reply advantages: the advantage of a
+    reply on each of its tokens, 0 on padding (prompt positions are not in the (B, N) tensors)."""
+    mask = rollout.response_mask.bool()
+    advantages = grpo_advantages(rewards, group_size, kind, eps)
+    experience = Experience(
+        rollout=rollout,
+        mask=mask,
+        advantages=broadcast_to_tokens(advantages, mask),
+        old_logp=old_logp,
+        ref_logp=ref_logp,
+    )
+    return experience, advantages
+
+
+class GRPO(RLAlgorithm):
+    name = "grpo"
+    trainable_roles = ("policy",)
+
+    def keep_record(self, record: Mapping[str, Any]) -> str | None:
+        if self.config.reward not in VERIFIER_REWARDS:
+            return None
+        if not is_verifiable(record):
+            return "not_verifiable"
+        if record["task"] not in verifier_names():
+            return f"no_verifier_{record['task']}"
+        return None
+
+    def role_specs(self, paths: RLPaths) -> dict[str, RoleSpec]:
+        cfg = self.config
+        return {
+            "policy": RoleSpec(
+                PolicyActor,
+                (cfg, paths.policy, paths.tokenizer),
+                {"eval_reward_model_dir": paths.reward_model},
+            ),
+            "reference": RoleSpec(Reference, (cfg, paths.policy)),
+            "reward": RoleSpec(
+                RewardScorer,
+                (cfg, paths.tokenizer),
+                {"reward": cfg.reward, "reward_model_dir": paths.reward_model},
+            ),
+        }
+
+    def iteration(self, roles: Any, prompts: PromptSet, batch: list[int], step: int) -> IterationResult:
+        cfg = self.config
+        G = cfg.group_size
+        # Each prompt's group_size rows adjacent: the layout group_advantages expects.
+        rows = [i for i in batch for _ in range(G)]
+        records = [prompts.records[i] for i in rows]
+
+        elapsed = phase_timer()
+        rollout: Rollout = roles.get(roles.call("policy", "generate", [prompts.ids[i] for i in rows]))
+        generation_s = elapsed()
+
+        elapsed = phase_timer()
+        (old_logp, entropy), ref_logp, scores = roles.get(
+            [
+                roles.call("policy", "logprobs", rollout),
+                roles.call("reference", "logprobs", rollout),
+                roles.call("reward", "score", rollout, records),
+            ]
+        )
+        rewards = apply_missing_eos_penalty(scores.reward, rollout.finished, cfg.missing_eos_penalty)
+        experience, advantages = grpo_experience(
+            rollout, rewards, old_logp, ref_logp, group_size=G, kind=cfg.advantage, eps=cfg.advantage_eps
+        )
+        scoring_s = elapsed()
+
+        elapsed = phase_timer()
+        stats = roles.get(roles.call("policy", "train", experience, step - 1))
+        training_s = elapsed()
+
+        grouped = rewards.view(-1, G)
+        metrics = rollout_metrics(
+            rollout.response_mask, rollout.finished, scores, old_logp, ref_logp, entropy
+        )
+        metrics |= {
+            "rollout/zero_signal_groups": float(
+                (grouped.max(dim=1).values == grouped.min(dim=1).values).float().mean()
+            ),
+            "rollout/reward_std_in_group": float(grouped.std(dim=1).mean()),
+            "rollout/advantage_abs_mean": float(advantages.abs().mean()),
+            **{f"train/{k}": v for k, v in stats["mean"].items() if k != "epoch"},
+            "train/early_stopped": float(stats["early_stopped"]),
+            "train/updates": float(stats["updates"]),
+            "train/lr": stats["lr"],
+            "time/generation_s": generation_s,
+            "time/scoring_s": scoring_s,
+            "time/training_s": training_s,
+            "throughput/generated_tokens_per_s": float(rollout.response_mask.sum()) / generation_s,
+        }
+        return IterationResult(
+            metrics=metrics,
+            records=records,
+            scores=scores,
+            lengths=rollout.response_mask.sum(dim=1),
+            tokens=rollout.real_tokens(),
+        )
+
+
+def _preflight(config: GRPOConfig, inputs: Collection[str]) -> None:
+    if config.reward == "reward_model" and "reward_model" not in inputs:
+        raise ConfigError("grpo.reward is 'reward_model' but the stage gets no reward_model input")
+
+
+@stage(
+    "grpo",
+    config=GRPOConfig,
+    inputs=("policy", "prompts"),
+    optional_inputs=("reward_model",),
+    outputs=("policy",),
+    cpus=0,  # only coordinates: the roles' actors reserve the CPUs / GPUs
+    code=(
+        "components.train.rl_rollout",
+        "components.train.rl_roles",
+        "components.train.rl_monitor",
+        "components.train.rl_math",
+        "components.train.trainer",
+        "components.model.generate",
+        "components.model.gpt",
+        "components.model.heads",
+        "components.eval.chat_eval",
+        "components.world.verifiers",
+    ),
+    preflight=_preflight,
+)
+def grpo(ctx: StageContext, config: GRPOConfig, inputs: dict) -> dict:
+    """GRPO / RLOO of the SFT policy on verifiable rewards (policy, reference, scorer as Ray actors)."""
+    if config.seed is None:
+        config = config.model_copy(update={"seed": ctx.seed})
+    return RLRun(ctx, config, inputs, GRPO(config)).run()
+
+
+__all__ = ["GRPO", "GRPOConfig", "grpo", "grpo_advantages", "grpo_experience"]

@@ -1,0 +1,296 @@
+"""PPO: the SFT policy trained against the reward model, held near the SFT model by a KL penalty.
+
+Four roles (`rl_roles`): the policy (actor), the critic, the frozen reference and the frozen reward model.
+Each iteration (REFERENCE.md, "RL"; the formulas are `rl_math`'s):
+
+1. generation: one sampled reply per prompt (batched, KV cache);
+2. scoring, no gradients, once per batch: the RM's score of each reply (a z-score with the RM's
+   ``reward_stats``), the policy's "old" log-probs and entropies, the reference's log-probs, the
+   critic's values;
+3. experience: the per-token reward -beta * k1 on every reply token plus the (clipped) score on its last
+   token; GAE advantages and returns; advantages whitened over the batch's reply tokens (`ppo_experience`);
+4. training: ``ppo_epochs`` passes over shuffled mini-batches -- the clipped policy loss with an entropy
+   bonus and gradient clipping, early-stopped past 1.5 x ``target_kl``; the clipped value loss for the
+   critic (in parallel when the roles are separate actors);
+5. the KL coefficient: fixed, or adapted towards ``kl_target`` (Ziegler et al.) from the rollout's KL.
+
+Health metrics, alarms, sample tables, evaluation before/after and checkpoints are the driver's
+(`rl_rollout.RLRun`, `rl_monitor`). The output is the trained policy as a model directory.
+
+Defaults: TRL's PPO where the knob has a published default (beta 0.05, clip 0.2, value clip 0.2,
+gamma 1, lambda 0.95, whitened advantages), sized for the `tiny` demo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor
+
+from components.core.config import ConfigError
+from components.core.stage import StageContext, stage
+from components.train.rl_math import (
+    AdaptiveKLController,
+    FixedKLController,
+    explained_variance,
+    gae,
+    kl_estimates,
+    masked_mean,
+    masked_whiten,
+    shaped_rewards,
+)
+from components.train.rl_monitor import rollout_metrics
+from components.train.rl_roles import Critic, PolicyActor, Reference, RewardScorer, RoleSpec
+from components.train.rl_rollout import (
+    Experience,
+    IterationResult,
+    PromptSet,
+    RLAlgorithm,
+    RLConfig,
+    RLPaths,
+    RLRun,
+    Rollout,
+    apply_missing_eos_penalty,
+    phase_timer,
+)
+
+
+class PPOConfig(RLConfig):
+    """PPO against a learned reward model (see the module docstring); shared fields in `RLConfig`."""
+
+    # -- the KL penalty --
+    init_kl_coef: float = Field(
+        0.05, ge=0, description="beta, the weight of the per-token KL penalty (TRL 0.05, OpenRLHF 0.01)."
+    )
+    kl_target: float | None = Field(
+        None,
+        gt=0,
+        description="Adaptive KL (Ziegler et al.): steer beta so the KL to the reference (k1, nats per "
+        "reply) stays near this; None = fixed beta.",
+    )
+    kl_horizon: float = Field(
+        10_000, gt=0, description="Adaptive KL: beta changes by at most 20% per this many replies."
+    )
+
+    # -- rewards and advantages --
+    reward_clip: float | None = Field(
+        10.0, gt=0, description="Clip the RM score to +-this before shaping (OpenRLHF 10); None = off."
+    )
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount over reply tokens.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
+    whiten_advantages: bool = Field(True, description="Normalise advantages over the batch's reply tokens.")
+
+    # -- the critic --
+    critic_init: Literal["reward_model", "policy"] = Field(
+        "reward_model",
+        description="Initialise the critic from the reward model (OpenRLHF, TRL) or from the SFT policy "
+        "with a zero value head. An optional `critic_init` input (a model directory) overrides both.",
+    )
+    critic_lr: float = Field(5e-5, gt=0, description="Peak learning rate of the critic.")
+    value_clip: float | None = Field(
+        0.2, gt=0, description="Clip range of the value loss around the rollout's values; None = off."
+    )
+
+    @model_validator(mode="after")
+    def _check_kl(self) -> PPOConfig:
+        if self.kl_target is not None and self.init_kl_coef <= 0:
+            raise ValueError("an adaptive KL coefficient (kl_target) needs init_kl_coef > 0 to adapt from")
+        return self
+
+
+def ppo_experience(
+    rollout: Rollout,
+    old_logp: Tensor,
+    ref_logp: Tensor,
+    values: Tensor,
+    score: Tensor,
+    *,
+    beta: float,
+    gamma: float,
+    lam: float,
+    reward_clip: float | None,
+    whiten: bool,
+) -> tuple[Experience, Tensor]:
+    """The PPO experience of a scored rollout, and the per-token rewards it came from.
+
+    The mask is the rollout's response mask: prompt positions are not in the (B, N) tensors at all and
+    padding after a reply's stop token is masked, so neither gets a reward, an advantage or a gradient.
+    Per token: r = -beta * k1 (+ clip(score) on the reply's last token); GAE over r and the critic's
+    values; advantages whitened over all reply tokens of the batch."""
+    mask = rollout.response_mask.bool()
+    k1 = kl_estimates(old_logp, ref_logp).k1
+    rewards = shaped_rewards(score, k1, mask, beta, clip=reward_clip)
+    advantages, returns = gae(rewards, values, mask, gamma, lam)
+    if whiten:
+        advantages = masked_whiten(advantages, mask)
+    experience = Experience(
+        rollout=rollout,
+        mask=mask,
+        advantages=advantages,
+        old_logp=old_logp,
+        ref_logp=ref_logp,
+        old_values=values,
+        returns=returns,
+    )
+    return experience, rewards
+
+
+def _train_metrics(stats: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    return {f"{prefix}/{k}": v for k, v in stats["mean"].items() if k != "epoch"}
+
+
+class PPO(RLAlgorithm):
+    name = "ppo"
+    trainable_roles = ("policy", "critic")
+
+    def __init__(self, config: PPOConfig) -> None:
+        super().__init__(config)
+        self.reset()
+
+    def reset(self) -> None:
+        cfg = self.config
+        if cfg.kl_target is None:
+            self.kl = FixedKLController(cfg.init_kl_coef)
+        else:
+            self.kl = AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kl_controller": self.kl.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.reset()
+        self.kl.load_state_dict(state["kl_controller"])
+
+    def summary(self) -> dict[str, float]:
+        return {"kl_coef_final": self.kl.value}
+
+    def role_specs(self, paths: RLPaths) -> dict[str, RoleSpec]:
+        cfg = self.config
+        critic_init = paths.critic_init or (
+            paths.reward_model if cfg.critic_init == "reward_model" else paths.policy
+        )
+        return {
+            "policy": RoleSpec(
+                PolicyActor,
+                (cfg, paths.policy, paths.tokenizer),
+                {"eval_reward_model_dir": paths.reward_model},
+            ),
+            "critic": RoleSpec(Critic, (cfg, critic_init)),
+            "reference": RoleSpec(Reference, (cfg, paths.policy)),
+            "reward": RoleSpec(
+                RewardScorer,
+                (cfg, paths.tokenizer),
+                {"reward": "reward_model", "reward_model_dir": paths.reward_model},
+            ),
+        }
+
+    def iteration(self, roles: Any, prompts: PromptSet, batch: list[int], step: int) -> IterationResult:
+        cfg = self.config
+        records = [prompts.records[i] for i in batch]
+
+        elapsed = phase_timer()
+        rollout: Rollout = roles.get(roles.call("policy", "generate", [prompts.ids[i] for i in batch]))
+        generation_s = elapsed()
+
+        elapsed = phase_timer()
+        (old_logp, entropy), ref_logp, values, scores = roles.get(
+            [
+                roles.call("policy", "logprobs", rollout),
+                roles.call("reference", "logprobs", rollout),
+                roles.call("critic", "values", rollout),
+                roles.call("reward", "score", rollout, records),
+            ]
+        )
+        beta = self.kl.value
+        score = apply_missing_eos_penalty(scores.reward, rollout.finished, cfg.missing_eos_penalty)
+        experience, rewards = ppo_experience(
+            rollout,
+            old_logp,
+            ref_logp,
+            values,
+            score,
+            beta=beta,
+            gamma=cfg.gamma,
+            lam=cfg.lam,
+            reward_clip=cfg.reward_clip,
+            whiten=cfg.whiten_advantages,
+        )
+        scoring_s = elapsed()
+
+        elapsed = phase_timer()
+        policy_stats, critic_stats = roles.get(
+            [
+                roles.call("policy", "train", experience, step - 1),
+                roles.call("critic", "train", experience, step - 1),
+            ]
+        )
+        training_s = elapsed()
+
+        mask = experience.mask
+        metrics = rollout_metrics(
+            rollout.response_mask, rollout.finished, scores, old_logp, ref_logp, entropy
+        )
+        self.kl.update(metrics["rollout/kl_k1"], n_steps=rollout.size)
+        zero = torch.zeros(())
+        metrics |= {
+            "rollout/shaped_reward_sum": float(torch.where(mask, rewards, zero).sum(dim=1).mean()),
+            "rollout/value_mean": float(masked_mean(values, mask)),
+            "train/explained_variance": float(explained_variance(values, experience.returns, mask)),
+            **_train_metrics(policy_stats, "train"),
+            **_train_metrics(critic_stats, "critic"),
+            "train/early_stopped": float(policy_stats["early_stopped"]),
+            "train/updates": float(policy_stats["updates"]),
+            "train/lr": policy_stats["lr"],
+            "critic/lr": critic_stats["lr"],
+            "kl/beta": beta,
+            "time/generation_s": generation_s,
+            "time/scoring_s": scoring_s,
+            "time/training_s": training_s,
+            "throughput/generated_tokens_per_s": float(rollout.response_mask.sum()) / generation_s,
+        }
+        return IterationResult(
+            metrics=metrics,
+            records=records,
+            scores=scores,
+            lengths=rollout.response_mask.sum(dim=1),
+            tokens=rollout.real_tokens(),
+        )
+
+
+def _preflight(config: PPOConfig, inputs: Collection[str]) -> None:
+    if "reward_model" not in inputs:
+        raise ConfigError("ppo needs a reward_model input (the reward model stage's output)")
+
+
+@stage(
+    "ppo",
+    config=PPOConfig,
+    inputs=("policy", "reward_model", "prompts"),
+    optional_inputs=("critic_init",),
+    outputs=("policy",),
+    cpus=0,  # only coordinates: the roles' actors reserve the CPUs / GPUs
+    code=(
+        "components.train.rl_rollout",
+        "components.train.rl_roles",
+        "components.train.rl_monitor",
+        "components.train.rl_math",
+        "components.train.trainer",
+        "components.model.generate",
+        "components.model.gpt",
+        "components.model.heads",
+        "components.eval.chat_eval",
+        "components.world.verifiers",
+    ),
+    preflight=_preflight,
+)
+def ppo(ctx: StageContext, config: PPOConfig, inputs: dict) -> dict:
+    """PPO of the SFT policy against the reward model (policy, critic, reference, RM as Ray actors)."""
+    if config.seed is None:
+        config = config.model_copy(update={"seed": ctx.seed})
+    return RLRun(ctx, config, inputs, PPO(config)).run()
+
+
+__all__ = ["PPO", "PPOConfig", "ppo", "ppo_experience"]

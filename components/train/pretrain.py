@@ -1,0 +1,651 @@
+"""Pretraining: a GPT trained on the token shards with Ray Train.
+
+The stage (`pretrain`) runs in a Ray task that holds no CPU. It checks its inputs and config first --
+a corpus too small for one batch, a sequence longer than the model's context, a tokenizer that does not
+match the tokens, weights of another model shape -- so that a mistake is reported in seconds, before any
+worker starts. Then it launches `train_worker` on `scaling.num_workers` Ray Train workers and, when they
+finish, writes the `model` directory (config.json, model.safetensors, tokenizer.json).
+
+The worker loop (`train_worker`) reads top to bottom: build the model, restore the latest checkpoint if
+there is one, then per optimizer step: learning rate, accumulated micro-batches, clipped update; every
+`log_every` steps the training metrics, every `eval_every` the validation loss and bits per byte, every
+`sample_every` a few greedy continuations of `sample_prompts` (an MLflow text artifact), every
+`checkpoint_every` a checkpoint reported to Ray Train. Rank 0 logs to the stage's MLflow run.
+
+Resume. Ray Train keeps the checkpoints under the stage's scratch directory, which is stable for the
+same cache key: a dead worker makes Ray Train restart the group from the latest checkpoint
+(`scaling.max_failures`), and a rerun of the pipeline after a crash finds the same checkpoints. A
+checkpoint holds everything the next step depends on (weights, AdamW state, step, data position, RNG),
+so a resumed run computes the same losses as an uninterrupted one; see `MetricLogger` for how the MLflow
+history stays free of duplicated steps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from safetensors import safe_open
+from tokenizers import Tokenizer
+from torch import Tensor, nn
+
+from components.core.config import ConfigError, StageConfig
+from components.core.stage import StageContext, stage
+from components.core.tracking import TrackerHandle
+from components.model.checkpoint import load_state_compatible, save_model_dir
+from components.model.generate import generate
+from components.model.gpt import GPT, GPTConfig
+from components.tokenizer.bpe import BYTE_SYMBOLS, decode, encode_batch, eot_id, load_tokenizer
+from components.train.packing import (
+    DataPosition,
+    NotEnoughTokensError,
+    PackedBatches,
+    TokenStream,
+    tokens_needed,
+    val_rows,
+)
+from components.train.trainer import (
+    WEIGHTS_FILE,
+    DTypeSetting,
+    MetricLogger,
+    Runtime,
+    ScalingSettings,
+    Strategy,
+    gathered,
+    latest_checkpoint_dir,
+    launch,
+    load_checkpoint_state,
+    load_checkpoint_weights,
+    lr_at,
+    make_optimizer,
+    mean_over_workers,
+    mfu,
+    optimizer_step,
+    peak_flops,
+    peak_memory_mb,
+    prepare_model,
+    read_progress,
+    report_checkpoint,
+    save_checkpoint,
+    set_lr,
+    setup_runtime,
+    sum_over_workers,
+)
+
+TOKENS_META = "tokens_meta.json"
+TOKENIZER_FILE = "tokenizer.json"
+UNIGRAM_SAMPLE_TOKENS = 1 << 27  # enough for a stable unigram entropy; bounds the scan of a huge corpus
+
+
+class PretrainConfig(StageConfig):
+    """Pretraining: model shape, batches, optimizer, evaluation, checkpoints and workers.
+
+    The defaults are the `tiny` demo: a 4-layer, 256-wide LLaMA-style GPT (about 3.3M parameters with
+    a 4096-token vocabulary) on 256-token rows, which learns the tiny world's facts on 2 CPU cores in a
+    few minutes."""
+
+    # -- model shape --
+    depth: int | None = Field(
+        4, ge=1, description="Layers; width = depth * aspect_ratio rounded up to whole heads (nanochat)."
+    )
+    aspect_ratio: int = Field(64, ge=1, description="Width per layer when the shape comes from depth.")
+    head_dim: int = Field(
+        64, ge=2, description="Width of one attention head when the shape comes from depth."
+    )
+    n_layer: int | None = Field(None, ge=1, description="Explicit shape: layers (with n_head, n_embd).")
+    n_head: int | None = Field(None, ge=1, description="Explicit shape: attention heads.")
+    n_embd: int | None = Field(None, ge=1, description="Explicit shape: width of the residual stream.")
+    block: Literal["gpt2", "llama"] = Field("llama", description="Block style, see GPTConfig.")
+    context_length: int = Field(256, ge=2, description="Longest sequence the model accepts, in tokens.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout (0 for pretraining from scratch).")
+    pad_vocab_to: int = Field(
+        1,
+        ge=1,
+        description="Round the embedding table up to a multiple of this (64 gives GPU-friendly shapes); "
+        "the extra rows are never targets.",
+    )
+
+    # -- batches and length of training --
+    seq_len: int | None = Field(
+        None, ge=1, description="Tokens per training row; None = context_length. Must fit the context."
+    )
+    batch_size: int = Field(16, ge=1, description="Rows per micro-batch per worker.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step (gradient accumulation).")
+    max_steps: int | None = Field(1500, ge=1, description="Optimizer steps; exclusive with max_tokens.")
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Token budget: steps = ceil(max_tokens / tokens per step). Set max_steps: null.",
+    )
+
+    # -- optimizer --
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
+    warmup_steps: int = Field(50, ge=0, description="Linear warm-up steps.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at this fraction of lr.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (matrices and embeddings only).")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 = off.")
+
+    # -- evaluation, samples, logging, checkpoints --
+    log_every: int = Field(10, ge=1, description="Log training metrics every N steps (and at step 1).")
+    eval_every: int = Field(
+        250, ge=0, description="Validation loss and bits/byte every N steps; 0 = at the end."
+    )
+    eval_batches: int = Field(8, ge=1, description="Validation rows = eval_batches * batch_size.")
+    sample_every: int = Field(
+        500, ge=0, description="Log continuations of sample_prompts every N steps; 0 = at the end."
+    )
+    sample_prompts: list[str] = Field(
+        default_factory=lambda: [
+            "The capital of Ejon is",
+            "The capital of Kuviro is",
+            "The currency of Odend is the",
+            "Reham Thidrem was born in",
+        ],
+        description="Prompts for the logged samples (each starts a document). The defaults ask for facts "
+        "of the tiny world generated with seed 0.",
+    )
+    sample_tokens: int = Field(32, ge=1, description="Tokens generated per sample.")
+    sample_temperature: float = Field(0.0, ge=0, description="0 = greedy, the model's most likely text.")
+    checkpoint_every: int = Field(250, ge=1, description="Checkpoint every N steps (and at the last one).")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (the newest).")
+
+    # -- numerics and execution --
+    dtype: DTypeSetting = Field("auto", description="Compute dtype: auto = bf16 on a GPU, fp32 on CPU.")
+    compile: bool = Field(False, description="torch.compile the model (GPU runs; minutes of warm-up on CPU).")
+    strategy: Strategy = Field("ddp", description="ddp: replicas; fsdp: FSDP2 sharding (large models).")
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Ray Train workers.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Torch threads per worker; None = the worker's CPUs (cpus_per_worker)."
+    )
+    seed: int | None = Field(None, description="Seed of init, data order and sampling; None = pipeline seed.")
+    init_from: str | None = Field(
+        None,
+        description="Start from the weights of this model directory or pretrain checkpoint (continued "
+        "pretraining); it must have exactly this model's shape.",
+    )
+    fail_marker_dir: str | None = Field(
+        None,
+        description="Test hook: after step N, if the file <dir>/step-N exists, rank 0 deletes it and dies "
+        "(os._exit), as a crashed worker would.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PretrainConfig:
+        explicit = [self.n_layer, self.n_head, self.n_embd]
+        if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
+            raise ValueError("n_layer, n_head and n_embd go together: set all three (or none, and depth)")
+        if self.depth is None and not all(v is not None for v in explicit):
+            raise ValueError("set depth, or n_layer, n_head and n_embd")
+        if (self.max_steps is None) == (self.max_tokens is None):
+            raise ValueError("set exactly one of max_steps and max_tokens (the other to null)")
+        return self
+
+    @property
+    def row_length(self) -> int:
+        return self.seq_len or self.context_length
+
+    def gpt_config(self, vocab_size: int) -> GPTConfig:
+        padded = self.pad_vocab_to * math.ceil(vocab_size / self.pad_vocab_to)
+        common = {"vocab_size": padded, "context_length": self.context_length, "block": self.block}
+        if self.n_layer is not None:
+            return GPTConfig(
+                n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout, **common
+            )
+        return GPTConfig.from_depth(
+            self.depth, aspect_ratio=self.aspect_ratio, head_dim=self.head_dim, dropout=self.dropout, **common
+        )
+
+
+# --- what the stage works out before starting workers ------------------------------------------------
+
+
+@dataclass
+class PretrainPlan:
+    """Everything the workers need besides the config, checked and derived once by the stage."""
+
+    model: GPTConfig
+    seq_len: int
+    max_steps: int
+    tokens_per_step: int
+    seed: int
+    train_shards: list[str]
+    val_shards: list[str]
+    tokenizer_file: str
+    eot_id: int
+    token_bytes: list[int]  # UTF-8 bytes each token id stands for (0 for special tokens)
+    unigram_entropy_nats: float
+    train_tokens: int
+    val_tokens: int
+    init_from: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def token_byte_lengths(tok: Tokenizer, size: int) -> list[int]:
+    """How many UTF-8 bytes each of `size` ids stands for: the length of its byte-level BPE string (one
+    symbol per byte), 0 for special tokens and ids beyond the tokenizer (padding rows)."""
+    byte_of = {symbol: b for b, symbol in enumerate(BYTE_SYMBOLS)}
+    special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+    out = []
+    for i in range(size):
+        piece = tok.id_to_token(i)
+        if piece is None or i in special:
+            out.append(0)
+        elif all(ch in byte_of for ch in piece):
+            out.append(len(piece))
+        else:  # not a byte-level token; count what it decodes to
+            out.append(len(decode(tok, [i]).encode("utf-8")))
+    return out
+
+
+def unigram_entropy(counts: np.ndarray) -> float:
+    """Entropy in nats of the token distribution `counts`: the loss of the best model that ignores
+    context, the bar a language model must get far below."""
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def shard_paths(tokens_dir: Path, split: str) -> list[str]:
+    return [str(p) for p in sorted((tokens_dir / split).glob("*.bin"))]
+
+
+def plan_pretraining(
+    config: PretrainConfig, tokens_dir: Path, tokenizer_file: Path, *, seed: int
+) -> PretrainPlan:
+    """Check the inputs against the config and derive the plan; raise ConfigError / CheckpointError /
+    NotEnoughTokensError with what is wrong and what would fix it."""
+    tok = load_tokenizer(tokenizer_file)
+    vocab, eot = tok.get_vocab_size(), eot_id(tok)
+    train, val = shard_paths(tokens_dir, "train"), shard_paths(tokens_dir, "val")
+    if not train:
+        raise NotEnoughTokensError(f"no training shards: {tokens_dir / 'train'} has no *.bin files")
+    if not val:
+        raise NotEnoughTokensError(f"no validation shards: {tokens_dir / 'val'} has no *.bin files")
+    train_stream, val_stream = TokenStream(train), TokenStream(val)
+
+    meta_file = tokens_dir / TOKENS_META
+    meta = {}
+    if meta_file.exists():
+        import json
+
+        meta = json.loads(meta_file.read_text())
+    for where, (v, e) in {
+        str(meta_file): (meta.get("vocab_size", vocab), meta.get("eot_id", eot)),
+        str(tokens_dir / "train"): (train_stream.vocab_size, train_stream.eot_id),
+        str(tokens_dir / "val"): (val_stream.vocab_size, val_stream.eot_id),
+    }.items():
+        if (v, e) != (vocab, eot):
+            raise ConfigError(
+                f"the tokens do not come from this tokenizer: {where} says vocab_size {v}, eot_id {e}; "
+                f"{tokenizer_file} has vocab_size {vocab}, eot_id {eot}. Tokenize again with this tokenizer"
+            )
+
+    model = config.gpt_config(vocab)
+    T = config.row_length
+    if model.context_length < T:
+        raise ConfigError(
+            f"pretrain.seq_len {T} is longer than the model's context_length {model.context_length}: "
+            "lower seq_len or raise context_length"
+        )
+    world = config.scaling.num_workers
+    needed = tokens_needed(config.batch_size, T, config.grad_accum, world)
+    if len(train_stream) < needed:
+        what = "is empty" if len(train_stream) == 0 else f"has {len(train_stream):,} tokens"
+        raise NotEnoughTokensError(
+            f"the training split {what}, but one optimizer step needs {needed:,} tokens "
+            f"(batch_size {config.batch_size} x grad_accum {config.grad_accum} x {world} worker(s) rows "
+            f"of seq_len {T}, + 1): give more text, or lower batch_size / seq_len"
+        )
+    if len(val_stream) < T + 1:
+        raise NotEnoughTokensError(
+            f"the validation split has {len(val_stream):,} tokens; evaluation needs at least one row of "
+            f"seq_len {T} + 1 = {T + 1} tokens: give more text or lower seq_len"
+        )
+    for prompt, ids in zip(
+        config.sample_prompts, encode_batch(tok, config.sample_prompts, append_eot=False), strict=True
+    ):
+        if 1 + len(ids) + config.sample_tokens > model.context_length:
+            raise ConfigError(
+                f"sample prompt {prompt!r} ({len(ids)} tokens) + sample_tokens {config.sample_tokens} is "
+                f"longer than the model's context_length {model.context_length}"
+            )
+    if config.init_from:
+        check_weights_fit(Path(config.init_from), model)
+
+    tokens_per_step = config.batch_size * config.grad_accum * world * T
+    max_steps = config.max_steps or math.ceil(config.max_tokens / tokens_per_step)
+    return PretrainPlan(
+        model=model,
+        seq_len=T,
+        max_steps=max_steps,
+        tokens_per_step=tokens_per_step,
+        seed=seed,
+        train_shards=train,
+        val_shards=val,
+        tokenizer_file=str(tokenizer_file),
+        eot_id=eot,
+        token_bytes=token_byte_lengths(tok, model.vocab_size),
+        unigram_entropy_nats=unigram_entropy(train_stream.unigram_counts(UNIGRAM_SAMPLE_TOKENS)),
+        train_tokens=len(train_stream),
+        val_tokens=len(val_stream),
+        init_from=config.init_from,
+    )
+
+
+def check_weights_fit(directory: Path, model: GPTConfig) -> None:
+    """Refuse weights of another shape before any worker starts, naming each differing tensor. Only
+    the shapes are read (a model on the meta device, nothing loaded)."""
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"init_from: {path} does not exist (expected a model directory or checkpoint)"
+        )
+    with safe_open(str(path), framework="pt") as f:
+        names = list(f.keys())
+        shapes = {name: torch.empty(f.get_slice(name).get_shape(), device="meta") for name in names}
+    with torch.device("meta"):
+        empty = GPT(model)
+    load_state_compatible(empty, shapes, source=f"init_from weights {path}")
+
+
+# --- the stage ----------------------------------------------------------------------------------------
+
+
+@stage(
+    "pretrain",
+    config=PretrainConfig,
+    inputs=("tokens", "tokenizer"),
+    outputs=("model",),
+    cpus=0,  # only coordinates: the Ray Train workers reserve the CPUs / GPUs
+    code=("components.train.trainer", "components.train.packing", "components.model.gpt"),
+)
+def pretrain(ctx: StageContext, config: PretrainConfig, inputs: dict) -> dict:
+    """Pretrains a GPT on the token shards with Ray Train (DDP/FSDP2), resumable from checkpoints."""
+    tokens_dir = ctx.store.local_path(inputs["tokens"].uri)
+    tokenizer_file = ctx.store.local_path(inputs["tokenizer"].uri) / TOKENIZER_FILE
+    seed = ctx.seed if config.seed is None else config.seed
+    plan = plan_pretraining(config, tokens_dir, tokenizer_file, seed=seed)
+
+    n_params = plan.model.num_params()
+    ctx.log.info(
+        "%s params, %d steps of %s tokens (%d train tokens, %.1f epochs)",
+        f"{n_params:,}",
+        plan.max_steps,
+        f"{plan.tokens_per_step:,}",
+        plan.train_tokens,
+        plan.max_steps * plan.tokens_per_step / max(1, plan.train_tokens),
+    )
+    ctx.tracker.log_params(
+        {f"gpt.{k}": v for k, v in plan.model.model_dump(mode="json").items()}
+        | {"derived.max_steps": plan.max_steps, "derived.tokens_per_step": plan.tokens_per_step}
+        | {"derived.params": n_params, "derived.seed": seed}
+    )
+    entropy = plan.unigram_entropy_nats
+    ctx.log_metrics(
+        {"data/unigram_entropy_nats": entropy, "data/unigram_entropy_bits": entropy / math.log(2)}, 0
+    )
+
+    loop_config = {
+        "config": config.model_dump(mode="json"),
+        "plan": plan,
+        "tracker": ctx.tracker_handle(),
+        "spool_dir": ctx.scratch_uri("tracking") if ctx.store.is_local else None,
+    }
+    result = launch(
+        train_worker,
+        loop_config,
+        config.scaling,
+        name="pretrain",
+        storage_path=ctx.scratch_uri("ray_train"),
+        keep_checkpoints=config.keep_checkpoints,
+    )
+    if result.checkpoint is None:
+        raise RuntimeError("pretraining finished without a checkpoint")
+    with result.checkpoint.as_directory() as final:
+        progress = read_progress(final)
+        if progress["step"] != plan.max_steps:
+            raise RuntimeError(f"the last checkpoint is at step {progress['step']}, not {plan.max_steps}")
+        model = GPT(plan.model)
+        load_checkpoint_weights(final, model)
+    summary = {
+        **progress["summary"],
+        "steps": plan.max_steps,
+        "params": n_params,
+        "seq_len": plan.seq_len,
+        "seed": seed,
+        "unigram_entropy_nats": entropy,
+        "train_tokens": plan.train_tokens,
+    }
+    save_model_dir(
+        model,
+        ctx.output_path("model"),
+        tokenizer_path=tokenizer_file,
+        extra={"stage": "pretrain", "training": summary},
+        overwrite=True,
+    )
+    ctx.report(
+        val_loss=summary["val_loss"],
+        val_bpb=summary["val_bpb"],
+        unigram_entropy_nats=entropy,
+        train_tokens_seen=summary["tokens_seen"],
+        tokens_per_s=summary["tokens_per_s"],
+        params=n_params,
+    )
+    return {
+        "model": ctx.artifact("model", kind="model", params=n_params, **plan.model.model_dump(mode="json"))
+    }
+
+
+# --- the worker loop ----------------------------------------------------------------------------------
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker's pretraining loop (every rank runs it; rank 0 logs and writes)."""
+    cfg = PretrainConfig.model_validate(loop_config["config"])
+    plan: PretrainPlan = loop_config["plan"]
+    handle: TrackerHandle | None = loop_config["tracker"]
+    runtime = setup_runtime(cfg.dtype, cfg.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
+
+    # The same initial weights on every worker (DDP would broadcast them anyway; FSDP2 shards them).
+    torch.manual_seed(plan.seed)
+    model = GPT(plan.model)
+    with latest_checkpoint_dir() as checkpoint:
+        if checkpoint is not None:
+            load_checkpoint_weights(checkpoint, model)
+        elif plan.init_from:
+            load_checkpoint_weights(plan.init_from, model)
+        train_model = prepare_model(model, runtime, strategy=cfg.strategy, compile=cfg.compile)
+        optimizer = make_optimizer(
+            model,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            betas=cfg.betas,
+            eps=cfg.eps,
+            device=runtime.device,
+        )
+        torch.manual_seed(plan.seed + 1 + runtime.rank)  # dropout masks differ between workers
+        progress = load_checkpoint_state(checkpoint, model, optimizer, runtime) if checkpoint else None
+
+    step = progress["step"] if progress else 0
+    data = PackedBatches(
+        TokenStream(plan.train_shards),
+        batch_size=cfg.batch_size,
+        seq_len=plan.seq_len,
+        grad_accum=cfg.grad_accum,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+        seed=plan.seed,
+        position=DataPosition.from_dict(progress["data"]) if progress else None,
+    )
+    val_ids, val_weights = val_rows(
+        TokenStream(plan.val_shards),
+        seq_len=plan.seq_len,
+        n_rows=cfg.eval_batches * cfg.batch_size,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+    )
+    token_bytes = torch.tensor(plan.token_bytes, device=runtime.device)
+    tokenizer = load_tokenizer(plan.tokenizer_file)
+    logger = MetricLogger(
+        handle, runtime, resumed_step=step if progress else None, spool_dir=loop_config.get("spool_dir")
+    )
+    if progress and logger.tracker is not None:
+        logger.tracker.set_tags({"pretrain.resumed_from_step": step})
+    flops_per_token, peak = plan.model.flops_per_token(), peak_flops(runtime.device)
+    timing = progress["timing"] if progress else {"tokens": 0, "seconds": 0.0}
+    last_eval = progress["summary"] if progress else {}
+
+    model.train()
+    interval_start, interval_tokens = time.perf_counter(), 0
+    while step < plan.max_steps:
+        lr = lr_at(
+            step,
+            max_steps=plan.max_steps,
+            lr=cfg.lr,
+            warmup_steps=cfg.warmup_steps,
+            min_lr_ratio=cfg.min_lr_ratio,
+        )
+        set_lr(optimizer, lr)
+        loss, grad_norm = optimizer_step(
+            train_model, optimizer, data.next_step(), runtime, grad_clip=cfg.grad_clip
+        )
+        step += 1
+        interval_tokens += plan.tokens_per_step
+        last = step == plan.max_steps
+
+        if step % cfg.log_every == 0 or step == 1 or last:
+            loss_value = mean_over_workers(loss, runtime)  # also waits for the GPU, so the timing is real
+            seconds = time.perf_counter() - interval_start
+            tokens_per_s = interval_tokens / seconds
+            if step > 1 or plan.max_steps == 1:  # the first step pays for warm-up; keep it out of the mean
+                timing = {
+                    "tokens": timing["tokens"] + interval_tokens,
+                    "seconds": timing["seconds"] + seconds,
+                }
+            logger.log(
+                {
+                    "train/loss": loss_value,
+                    "train/lr": lr,
+                    "train/grad_norm": float(grad_norm),
+                    "train/tokens_per_s": tokens_per_s,
+                    "train/mfu": mfu(tokens_per_s / runtime.world_size, flops_per_token, 1, peak),
+                    "train/peak_memory_mb": peak_memory_mb(runtime.device),
+                    "train/tokens_seen": step * plan.tokens_per_step,
+                    "train/epoch": data.position.epoch
+                    + data.position.row / data.windows_in_epoch(data.position.epoch),
+                },
+                step,
+            )
+            interval_start, interval_tokens = time.perf_counter(), 0
+
+        paused = False  # evaluation, samples and checkpoints stay out of the throughput figures
+        if (cfg.eval_every and step % cfg.eval_every == 0) or last:
+            val_loss, val_bpb = evaluate(model, val_ids, val_weights, token_bytes, runtime, cfg.batch_size)
+            last_eval = {"val_loss": val_loss, "val_bpb": val_bpb}
+            logger.log({"val/loss": val_loss, "val/bpb": val_bpb}, step)
+            paused = True
+        if cfg.sample_prompts and ((cfg.sample_every and step % cfg.sample_every == 0) or last):
+            text = sample_text(model, tokenizer, cfg, plan, step, runtime)
+            logger.log_text(text, f"samples/step_{step:05d}.txt")
+            paused = True
+        if step % cfg.checkpoint_every == 0 or last:
+            summary = {
+                **last_eval,
+                "tokens_seen": step * plan.tokens_per_step,
+                "tokens_per_s": timing["tokens"] / timing["seconds"] if timing["seconds"] else 0.0,
+            }
+            progress = {"step": step, "data": data.position.to_dict(), "timing": timing, "summary": summary}
+            logger.flush()  # what is logged up to this checkpoint reaches MLflow before it counts
+            with tempfile.TemporaryDirectory(prefix="gptrecipe-ckpt-") as tmp:
+                save_checkpoint(tmp, model, optimizer, progress, runtime)
+                report_checkpoint(tmp, {"step": step, **summary}, step)
+            paused = True
+        if cfg.fail_marker_dir and runtime.is_main:
+            die_if_marked(Path(cfg.fail_marker_dir), step, logger)
+        if paused:
+            interval_start, interval_tokens = time.perf_counter(), 0
+    logger.flush()
+
+
+def die_if_marked(marker_dir: Path, step: int, logger: MetricLogger) -> None:
+    """The test hook: a crash after step N, once (the marker file is consumed). The metrics logged so
+    far are flushed first, so that the restarted worker meets steps the run already has."""
+    marker = marker_dir / f"step-{step}"
+    if marker.exists():
+        marker.unlink()
+        logger.flush()
+        # Ray Train's controller collects reported checkpoints by polling the workers; a crash within
+        # milliseconds of a report would race it. Real crashes come later; so does this one.
+        time.sleep(1.0)
+        os._exit(17)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, ids: Tensor, weights: Tensor, token_bytes: Tensor, runtime: Runtime, batch_size: int
+) -> tuple[float, float]:
+    """Validation loss (mean NLL per token, nats) and bits per byte over every worker's rows.
+
+    Bits per byte = NLL (nats) of the text tokens / (ln 2 * their UTF-8 bytes): independent of the
+    tokenizer, so models with different vocabularies compare. End-of-text targets are not text: they
+    count in the loss but neither in the NLL nor in the bytes of bits per byte (as nanochat does)."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=runtime.device)  # nll, tokens, text nll, bytes
+    for lo in range(0, len(ids), batch_size):
+        batch = ids[lo : lo + batch_size].to(runtime.device)
+        w = weights[lo : lo + batch_size].to(runtime.device)[:, None]
+        x, y = batch[:, :-1], batch[:, 1:]
+        with runtime.autocast():
+            logits, _ = model(x)
+        nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+        nbytes = token_bytes[y]
+        sums += torch.stack(
+            [
+                (nll * w).sum(),
+                (w * torch.ones_like(nll)).sum(),
+                (nll * w * (nbytes > 0)).sum(),
+                (nbytes * w).sum(),
+            ]
+        ).double()
+    sums = sum_over_workers(sums, runtime)
+    model.train(was_training)
+    nll, tokens, text_nll, nbytes = sums.tolist()
+    return nll / tokens, text_nll / (math.log(2) * nbytes) if nbytes else float("nan")
+
+
+def sample_text(
+    model: GPT, tokenizer: Tokenizer, cfg: PretrainConfig, plan: PretrainPlan, step: int, runtime: Runtime
+) -> str:
+    """Continuations of the sample prompts, each prompt starting a document (after end-of-text). Every
+    worker generates (under FSDP2 the forward passes are collective); rank 0's text is logged."""
+    prompts = [[plan.eot_id, *ids] for ids in encode_batch(tokenizer, cfg.sample_prompts, append_eot=False)]
+    generator = torch.Generator(device=runtime.device).manual_seed(plan.seed * 100_003 + step)
+    was_training = model.training
+    model.eval()
+    with gathered(model), runtime.autocast():
+        out = generate(
+            model,
+            prompts,
+            max_new_tokens=cfg.sample_tokens,
+            temperature=cfg.sample_temperature,
+            stop_tokens=[plan.eot_id],
+            pad_token_id=plan.eot_id,
+            generator=generator,
+        )
+    model.train(was_training)
+    lines = [f"# step {step}, temperature {cfg.sample_temperature}\n"]
+    for prompt, response in zip(cfg.sample_prompts, out.response_lists(), strict=True):
+        text = decode(tokenizer, [t for t in response if t != plan.eot_id])
+        lines.append(f"[{prompt}]{text}\n")
+    return "".join(lines)

@@ -1,0 +1,616 @@
+"""Reward model: the SFT model with a scalar head, trained on ranked preference pairs with Ray Train.
+
+The model is `ScalarHeadModel` (`components.model.heads`) with its trunk initialised from the SFT model
+and a zero head. A conversation's reward is the head's output at its last real token -- the closing
+`<|im_end|>` of the rendered reply -- which has read the whole prompt and reply. Each pair's chosen and
+rejected conversations (the same prompt) go through the model in one batch, and the loss is the
+Bradley-Terry negative log-likelihood that the chosen one wins (InstructGPT, TRL's RewardTrainer):
+
+    loss = mean over pairs of -log sigmoid(r_chosen - r_rejected)
+           (+ center_rewards_coef * mean((r_chosen + r_rejected)^2), off by default)
+
+The optional centring term (TRL's `center_rewards_coefficient`, off by default) only pins the rewards'
+offset near 0, which the pairwise loss leaves free.
+
+Metrics: per logged step the training loss, pair accuracy, mean margin (r_c - r_r) and reward mean/std;
+every `eval_every` steps and at the end the same on the held-out pairs, plus accuracy per `kind`
+(fact, arithmetic, ...) and per (chosen tier, rejected tier), and two reference points: the untrained
+model (all rewards 0: every pair a tie, accuracy 0.5) and "the longer reply wins". Accuracy counts a
+tie as half a pair. At the end the final model scores every training pair; the mean and std of those
+rewards (chosen and rejected together) are written into the directory's config.json as `reward_stats`,
+so RL can normalise rewards as (r - mean) / std. A few held-out pairs with their scores are logged as
+a text artifact.
+
+Output: the `reward_model` directory (`save_scalar_model_dir`, kind "reward_model").
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from components.core.config import ConfigError, StageConfig, validate
+from components.core.stage import StageContext, stage
+from components.core.tracking import TrackerHandle
+from components.model.checkpoint import TOKENIZER_FILE, read_model_config
+from components.model.gpt import GPT, GPTConfig
+from components.model.heads import ScalarHeadModel, gather_last, save_scalar_model_dir
+from components.tokenizer.bpe import eot_id, load_tokenizer
+from components.tokenizer.chat import ChatTokens
+from components.train.chat_batches import EpochBatches, PairExample, RenderStats, collate_pairs, render_pairs
+from components.train.datasets import DatasetError, load_preferences
+from components.train.packing import DataPosition
+from components.train.pretrain import die_if_marked
+from components.train.trainer import (
+    DTypeSetting,
+    MetricLogger,
+    Runtime,
+    ScalingSettings,
+    Strategy,
+    gradient_sync,
+    latest_checkpoint_dir,
+    launch,
+    load_checkpoint_state,
+    load_checkpoint_weights,
+    lr_at,
+    make_optimizer,
+    peak_memory_mb,
+    prepare_model,
+    read_progress,
+    report_checkpoint,
+    save_checkpoint,
+    set_lr,
+    setup_runtime,
+    sum_over_workers,
+)
+
+TRAIN_FILE = "train.jsonl"
+TEST_FILE = "test.jsonl"
+
+
+class RewardModelConfig(StageConfig):
+    """Reward model: data, length of training, optimizer, evaluation, checkpoints and workers.
+
+    The defaults are the `tiny` demo, chosen by measurement on the tiny world: two epochs over the
+    ~1,900 training pairs, 16 pairs per batch, peak learning rate 3e-4."""
+
+    # -- data --
+    max_length: int | None = Field(
+        None,
+        ge=2,
+        description="Longest rendered prompt + completion in tokens; earlier turns are dropped to fit, "
+        "a pair whose completion would be cut is skipped and counted. None = the model's context_length.",
+    )
+
+    # -- length of training --
+    epochs: float | None = Field(2.0, gt=0, description="Passes over the training pairs.")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; exclusive with epochs.")
+    batch_size: int = Field(16, ge=1, description="Pairs per micro-batch (2x sequences).")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+
+    # -- objective and optimizer --
+    center_rewards_coef: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of mean((r_chosen + r_rejected)^2), which keeps rewards near 0; 0 = off.",
+    )
+    lr: float = Field(3e-4, gt=0, description="Peak learning rate.")
+    warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at this fraction of lr.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (matrices and embeddings only).")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 = off.")
+
+    # -- evaluation, logging, checkpoints --
+    log_every: int = Field(10, ge=1, description="Log training metrics every N steps (and at step 1).")
+    eval_every: int = Field(
+        100,
+        ge=0,
+        description="Held-out pair metrics every N steps (and at step 0 and the end); 0 = end only.",
+    )
+    val_limit: int | None = Field(None, ge=1, description="Held-out pairs evaluated; None = all.")
+    stats_limit: int | None = Field(
+        None, ge=1, description="Training pairs scored for reward_stats at the end; None = all."
+    )
+    eval_batch_size: int = Field(64, ge=1, description="Pairs per scoring batch.")
+    log_examples: int = Field(12, ge=0, description="Scored held-out pairs in the text artifact.")
+    checkpoint_every: int = Field(200, ge=1, description="Checkpoint every N steps (and at the last one).")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (the newest).")
+
+    # -- numerics and execution --
+    dtype: DTypeSetting = Field("auto", description="Compute dtype: auto = bf16 on a GPU, fp32 on CPU.")
+    compile: bool = Field(False, description="torch.compile the model (GPU runs).")
+    strategy: Strategy = Field("ddp", description="ddp: replicas; fsdp: FSDP2 sharding (large models).")
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Ray Train workers.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Torch threads per worker; None = the worker's CPUs (cpus_per_worker)."
+    )
+    seed: int | None = Field(None, description="Seed of data order and dropout; None = pipeline seed.")
+    fail_marker_dir: str | None = Field(
+        None,
+        description="Test hook: after step N, if the file <dir>/step-N exists, rank 0 deletes it and dies.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RewardModelConfig:
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError("set exactly one of epochs and max_steps (the other to null)")
+        return self
+
+
+# --- the loss and the metrics -------------------------------------------------------------------------
+
+
+def pairwise_loss(chosen: Tensor, rejected: Tensor, center_rewards_coef: float = 0.0) -> Tensor:
+    """mean(-log sigmoid(r_chosen - r_rejected)) (+ center_rewards_coef * mean((r_c + r_r)^2)).
+    `logsigmoid` rather than log(sigmoid(.)): exact for large negative margins, where sigmoid
+    underflows to 0."""
+    loss = -F.logsigmoid(chosen - rejected).mean()
+    if center_rewards_coef:
+        loss = loss + center_rewards_coef * ((chosen + rejected) ** 2).mean()
+    return loss
+
+
+def pair_accuracy(chosen: Tensor, rejected: Tensor) -> Tensor:
+    """Fraction of pairs ranked right; a tie counts half (an untrained, constant model scores 0.5)."""
+    return ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean()
+
+
+def pair_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, float]:
+    """Accuracy, margin and reward statistics of scored pairs (float tensors of the same length)."""
+    rewards = torch.cat([chosen, rejected])
+    return {
+        "accuracy": float(pair_accuracy(chosen, rejected)),
+        "margin": float((chosen - rejected).mean()),
+        "reward_mean": float(rewards.mean()),
+        "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+        "chosen_mean": float(chosen.mean()),
+        "rejected_mean": float(rejected.mean()),
+    }
+
+
+def grouped_accuracy(keys: Sequence[str], chosen: Tensor, rejected: Tensor, prefix: str) -> dict[str, float]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        groups[key].append(i)
+    return {
+        f"{prefix}.{key}": float(pair_accuracy(chosen[idx], rejected[idx]))
+        for key, idx in sorted(groups.items())
+        if key
+    }
+
+
+# --- what the stage works out before starting workers ------------------------------------------------
+
+
+@dataclass
+class RewardPlan:
+    model: GPTConfig
+    sft_model_dir: str
+    tokenizer_file: str
+    train_file: str
+    val_file: str
+    max_length: int
+    max_steps: int
+    rows_per_step: int
+    pad_id: int
+    seed: int
+    render: dict[str, float]
+
+
+def plan_reward_model(
+    config: RewardModelConfig, model_dir: Path, preferences_dir: Path, *, seed: int
+) -> tuple[RewardPlan, RenderStats]:
+    model_config = read_model_config(model_dir)
+    gpt = validate(GPTConfig, model_config["model"], f"{model_dir / 'config.json'} (section 'model')")
+    tokenizer_file = model_dir / TOKENIZER_FILE
+    if not tokenizer_file.is_file():
+        raise FileNotFoundError(
+            f"{tokenizer_file} is missing: the reward model renders with the SFT tokenizer"
+        )
+    tok = load_tokenizer(tokenizer_file)
+    ChatTokens.of(tok)
+    if tok.get_vocab_size() > gpt.vocab_size:
+        raise ConfigError(
+            f"the tokenizer in {model_dir} has {tok.get_vocab_size()} ids but the model only {gpt.vocab_size}"
+        )
+    max_length = min(config.max_length or gpt.context_length, gpt.context_length)
+    files = {"train": preferences_dir / TRAIN_FILE, "val": preferences_dir / TEST_FILE}
+    for name, path in files.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing (the {name} preference pairs)")
+    pairs, stats = render_pairs(tok, load_preferences(str(files["train"])), max_tokens=max_length)
+    if not pairs:
+        raise DatasetError(
+            f"{files['train']}: none of the {stats.records} pairs fits max_length {max_length}"
+        )
+    val, _ = render_pairs(tok, load_preferences(str(files["val"])), max_tokens=max_length)
+    if not val:
+        raise DatasetError(f"{files['val']}: no pair fits max_length {max_length}")
+    rows_per_step = config.batch_size * config.grad_accum * config.scaling.num_workers
+    max_steps = config.max_steps or max(1, math.ceil(config.epochs * len(pairs) / rows_per_step))
+    plan = RewardPlan(
+        model=gpt,
+        sft_model_dir=str(model_dir),
+        tokenizer_file=str(tokenizer_file),
+        train_file=str(files["train"]),
+        val_file=str(files["val"]),
+        max_length=max_length,
+        max_steps=max_steps,
+        rows_per_step=rows_per_step,
+        pad_id=eot_id(tok),
+        seed=seed,
+        render=stats.as_metrics("render"),
+    )
+    return plan, stats
+
+
+# --- the stage ----------------------------------------------------------------------------------------
+
+
+@stage(
+    "reward_model",
+    config=RewardModelConfig,
+    inputs=("model", "preferences"),
+    outputs=("reward_model",),
+    cpus=0,  # only coordinates: the Ray Train workers reserve the CPUs / GPUs
+    code=(
+        "components.train.trainer",
+        "components.train.chat_batches",
+        "components.model.heads",
+        "components.model.gpt",
+        "components.tokenizer.chat",
+    ),
+)
+def reward_model(ctx: StageContext, config: RewardModelConfig, inputs: dict) -> dict:
+    """Trains a reward model (SFT trunk + scalar head) on preference pairs with Ray Train."""
+    model_dir = ctx.store.local_path(inputs["model"].uri)
+    seed = ctx.seed if config.seed is None else config.seed
+    plan, stats = plan_reward_model(
+        config, model_dir, ctx.store.local_path(inputs["preferences"].uri), seed=seed
+    )
+    ctx.log.info(
+        "%d pairs (%d skipped as too long), %d steps of %d pairs",
+        stats.kept,
+        stats.too_long,
+        plan.max_steps,
+        plan.rows_per_step,
+    )
+    ctx.tracker.log_params(
+        {"derived.max_steps": plan.max_steps, "derived.max_length": plan.max_length, "derived.seed": seed}
+    )
+    ctx.log_metrics(plan.render, 0)
+
+    loop_config = {
+        "config": config.model_dump(mode="json"),
+        "plan": plan,
+        "tracker": ctx.tracker_handle(),
+        "spool_dir": ctx.scratch_uri("tracking") if ctx.store.is_local else None,
+    }
+    result = launch(
+        train_worker,
+        loop_config,
+        config.scaling,
+        name="reward_model",
+        storage_path=ctx.scratch_uri("ray_train"),
+        keep_checkpoints=config.keep_checkpoints,
+    )
+    if result.checkpoint is None:
+        raise RuntimeError("reward model training finished without a checkpoint")
+    with result.checkpoint.as_directory() as final:
+        progress = read_progress(final)
+        if progress["step"] != plan.max_steps:
+            raise RuntimeError(f"the last checkpoint is at step {progress['step']}, not {plan.max_steps}")
+        model = ScalarHeadModel(GPT(plan.model))
+        load_checkpoint_weights(final, model)
+    summary = {**progress["summary"], "steps": plan.max_steps, "seed": seed, **plan.render}
+    reward_stats = summary.pop("reward_stats")
+    save_scalar_model_dir(
+        model,
+        ctx.output_path("reward_model"),
+        kind="reward_model",
+        tokenizer_path=plan.tokenizer_file,
+        extra={"stage": "reward_model", "reward_stats": reward_stats, "training": summary},
+        overwrite=True,
+    )
+    val = summary["val"]
+    ctx.report(
+        val_accuracy=val["accuracy"],
+        val_margin=val["margin"],
+        val_reward_mean=val["reward_mean"],
+        val_reward_std=val["reward_std"],
+        length_baseline_accuracy=val["length_baseline_accuracy"],
+        train_accuracy=summary.get("train_accuracy"),
+        reward_mean=reward_stats["mean"],
+        reward_std=reward_stats["std"],
+        skipped_too_long=stats.too_long,
+    )
+    return {"reward_model": ctx.artifact("reward_model", kind="reward_model", **reward_stats)}
+
+
+# --- the worker loop ----------------------------------------------------------------------------------
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker's reward-model loop (every rank runs it; rank 0 logs and writes)."""
+    cfg = RewardModelConfig.model_validate(loop_config["config"])
+    plan: RewardPlan = loop_config["plan"]
+    handle: TrackerHandle | None = loop_config["tracker"]
+    runtime = setup_runtime(cfg.dtype, cfg.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
+    tok = load_tokenizer(plan.tokenizer_file)
+
+    torch.manual_seed(plan.seed)
+    with latest_checkpoint_dir() as checkpoint:
+        if checkpoint is not None:
+            model = ScalarHeadModel(GPT(plan.model))
+            load_checkpoint_weights(checkpoint, model)
+        else:
+            trunk = GPT(plan.model)
+            load_checkpoint_weights(plan.sft_model_dir, trunk)  # the SFT weights; the head starts at zero
+            model = ScalarHeadModel(trunk)
+        train_model = prepare_model(model, runtime, strategy=cfg.strategy, compile=cfg.compile)
+        optimizer = make_optimizer(
+            model,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            betas=cfg.betas,
+            eps=cfg.eps,
+            device=runtime.device,
+        )
+        torch.manual_seed(plan.seed + 1 + runtime.rank)
+        progress = load_checkpoint_state(checkpoint, model, optimizer, runtime) if checkpoint else None
+
+    step = progress["step"] if progress else 0
+    train_records = load_preferences(plan.train_file)
+    train_pairs, _ = render_pairs(tok, train_records, max_tokens=plan.max_length)
+    data = EpochBatches(
+        train_pairs,
+        batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+        seed=plan.seed,
+        position=DataPosition.from_dict(progress["data"]) if progress else None,
+    )
+    val_records = load_preferences(plan.val_file)
+    val_pairs, _ = render_pairs(tok, val_records, max_tokens=plan.max_length)
+    val_pairs = val_pairs[: cfg.val_limit]
+    logger = MetricLogger(
+        handle, runtime, resumed_step=step if progress else None, spool_dir=loop_config.get("spool_dir")
+    )
+    if progress and logger.tracker is not None:
+        logger.tracker.set_tags({"reward_model.resumed_from_step": step})
+    timing = progress["timing"] if progress else {"pairs": 0, "seconds": 0.0}
+    summary: dict[str, Any] = progress["summary"] if progress else {}
+
+    def evaluate(at_step: int) -> tuple[dict[str, float], Tensor, Tensor]:
+        chosen, rejected = score_pairs(model, val_pairs, runtime, cfg.eval_batch_size, plan.pad_id)
+        metrics = pair_metrics(chosen, rejected)
+        metrics |= grouped_accuracy([p.kind for p in val_pairs], chosen, rejected, "accuracy_kind")
+        metrics |= grouped_accuracy([tier_pair(p) for p in val_pairs], chosen, rejected, "accuracy_tier")
+        metrics["length_baseline_accuracy"] = length_baseline(val_pairs)
+        logger.log({f"val/{k}": v for k, v in metrics.items()}, at_step)
+        return metrics, chosen, rejected
+
+    model.train()
+    interval_start, interval_pairs = time.perf_counter(), 0
+    while step < plan.max_steps:
+        lr = lr_at(
+            step,
+            max_steps=plan.max_steps,
+            lr=cfg.lr,
+            warmup_steps=cfg.warmup_steps,
+            min_lr_ratio=cfg.min_lr_ratio,
+        )
+        set_lr(optimizer, lr)
+        batches = [collate_pairs(rows, pad_id=plan.pad_id) for rows in data.next_step()]
+        stats = reward_step(
+            train_model,
+            optimizer,
+            batches,
+            runtime,
+            grad_clip=cfg.grad_clip,
+            center_rewards_coef=cfg.center_rewards_coef,
+        )
+        step += 1
+        interval_pairs += plan.rows_per_step
+        last = step == plan.max_steps
+
+        if step % cfg.log_every == 0 or step == 1 or last:
+            values = sum_over_workers(stats, runtime) / runtime.world_size
+            loss, accuracy, margin, reward_mean, reward_std, grad_norm = values.tolist()
+            seconds = time.perf_counter() - interval_start
+            if step > 1 or plan.max_steps == 1:
+                timing = {"pairs": timing["pairs"] + interval_pairs, "seconds": timing["seconds"] + seconds}
+            summary["train_loss"], summary["train_accuracy"] = loss, accuracy
+            logger.log(
+                {
+                    "train/loss": loss,
+                    "train/accuracy": accuracy,
+                    "train/margin": margin,
+                    "train/reward_mean": reward_mean,
+                    "train/reward_std": reward_std,
+                    "train/grad_norm": grad_norm,
+                    "train/lr": lr,
+                    "train/pairs_per_s": interval_pairs / seconds,
+                    "train/peak_memory_mb": peak_memory_mb(runtime.device),
+                    "train/epoch": data.epoch_progress(),
+                },
+                step,
+            )
+            interval_start, interval_pairs = time.perf_counter(), 0
+
+        paused = False
+        if (cfg.eval_every and step % cfg.eval_every == 0) or last:
+            summary["val"], chosen, rejected = evaluate(step)
+            paused = True
+        if last:
+            # The statistics RL normalises rewards with, over the training pairs' scores.
+            stats_pairs = train_pairs[: cfg.stats_limit]
+            c, r = score_pairs(model, stats_pairs, runtime, cfg.eval_batch_size, plan.pad_id)
+            rewards = torch.cat([c, r])
+            summary["reward_stats"] = {
+                "mean": float(rewards.mean()),
+                "std": float(rewards.std()),
+                "n": len(rewards),
+                "over": "the final model's scores of the training pairs' chosen and rejected replies",
+            }
+            logger.log(
+                {"reward_stats/mean": float(rewards.mean()), "reward_stats/std": float(rewards.std())}, step
+            )
+            logger.log_text(
+                scored_examples(val_records, val_pairs, chosen, rejected, cfg.log_examples),
+                "scored_pairs.txt",
+            )
+        if step % cfg.checkpoint_every == 0 or last:
+            summary["pairs_per_s"] = timing["pairs"] / timing["seconds"] if timing["seconds"] else 0.0
+            progress = {"step": step, "data": data.position.to_dict(), "timing": timing, "summary": summary}
+            logger.flush()
+            with tempfile.TemporaryDirectory(prefix="gptrecipe-ckpt-") as tmp:
+                save_checkpoint(tmp, model, optimizer, progress, runtime)
+                report_checkpoint(tmp, {"step": step}, step)
+            paused = True
+        if cfg.fail_marker_dir and runtime.is_main:
+            die_if_marked(Path(cfg.fail_marker_dir), step, logger)
+        if paused:
+            interval_start, interval_pairs = time.perf_counter(), 0
+    logger.flush()
+
+
+def reward_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: Sequence[Any],
+    runtime: Runtime,
+    *,
+    grad_clip: float,
+    center_rewards_coef: float = 0.0,
+) -> Tensor:
+    """One optimizer step over `micro_batches` (`PairBatch`es), the pairwise twin of
+    `trainer.optimizer_step`: each micro-batch's loss divided by their number, gradients synchronised
+    on the last one, the global norm clipped. Returns this worker's (loss, accuracy, margin, reward
+    mean, reward std, grad norm) as one tensor on the device.
+
+    The batches are right-padded, so the model runs without an attention mask (causal attention never
+    lets a real token see a later pad) and the reward is read at each row's last real token."""
+    n = len(micro_batches)
+    sums = torch.zeros(5, device=runtime.device)
+    for i, batch in enumerate(micro_batches):
+        ids = batch.input_ids.to(runtime.device, non_blocking=True)
+        mask = batch.attention_mask.to(runtime.device, non_blocking=True)
+        with gradient_sync(model, enabled=i == n - 1):
+            with runtime.autocast():
+                values = model(ids)
+            rewards = gather_last(values.float(), mask)
+            B = batch.n_pairs
+            chosen, rejected = rewards[:B], rewards[B:]
+            loss = pairwise_loss(chosen, rejected, center_rewards_coef)
+            (loss / n).backward()
+        with torch.no_grad():
+            sums += torch.stack(
+                [
+                    loss.detach(),
+                    pair_accuracy(chosen, rejected),
+                    (chosen - rejected).mean(),
+                    rewards.mean(),
+                    rewards.std() if len(rewards) > 1 else rewards.new_zeros(()),
+                ]
+            )
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
+        norm = norm.full_tensor()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return torch.cat([sums / n, norm.detach().float().reshape(1).to(runtime.device)])
+
+
+@torch.no_grad()
+def score_pairs(
+    model: ScalarHeadModel, pairs: Sequence[PairExample], runtime: Runtime, batch_size: int, pad_id: int
+) -> tuple[Tensor, Tensor]:
+    """(chosen, rejected) rewards of every pair, on the CPU, in `pairs` order. Rank r scores pairs r,
+    r + world_size, ... and the scores are gathered; every rank runs the same number of batches (FSDP)."""
+    was_training = model.training
+    model.eval()
+    world, rank = runtime.world_size, runtime.rank
+    mine = list(pairs[rank::world])
+    per_rank = -(-len(pairs) // world)
+    chosen, rejected = [], []
+    for lo in range(0, per_rank, batch_size):
+        rows = mine[lo : lo + batch_size] or list(pairs[:1])  # a rank out of pairs still joins
+        batch = collate_pairs(rows, pad_id=pad_id)
+        with runtime.autocast():
+            values = model(batch.input_ids.to(runtime.device))
+        rewards = gather_last(values.float(), batch.attention_mask.to(runtime.device)).cpu()
+        if mine[lo : lo + batch_size]:
+            chosen.append(rewards[: batch.n_pairs])
+            rejected.append(rewards[batch.n_pairs :])
+    model.train(was_training)
+    c = torch.cat(chosen) if chosen else torch.zeros(0)
+    r = torch.cat(rejected) if rejected else torch.zeros(0)
+    if world == 1:
+        return c, r
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, (c, r))
+    # Put the pairs back in order: rank k holds pairs k, k + world, ...
+    out_c, out_r = torch.zeros(len(pairs)), torch.zeros(len(pairs))
+    for k, (pc, pr) in enumerate(parts):
+        out_c[k::world], out_r[k::world] = pc, pr
+    return out_c, out_r
+
+
+def tier_pair(pair: PairExample) -> str:
+    """ "helpful_vs_wrong" for a pair with tiers (the tiny world's data), "" otherwise."""
+    chosen, rejected = pair.info.get("chosen_tier"), pair.info.get("rejected_tier")
+    return f"{chosen}_vs_{rejected}" if chosen and rejected else ""
+
+
+def length_baseline(pairs: Sequence[PairExample]) -> float:
+    """Pair accuracy of "the longer reply wins" (in tokens; a tie counts half): what a reward model
+    that only measured length would score."""
+    chosen = torch.tensor([float(len(p.chosen)) for p in pairs])
+    rejected = torch.tensor([float(len(p.rejected)) for p in pairs])
+    return float(pair_accuracy(chosen, rejected))
+
+
+def scored_examples(
+    records: Sequence[dict],
+    pairs: Sequence[PairExample],
+    chosen: Tensor,
+    rejected: Tensor,
+    limit: int,
+) -> str:
+    """A few held-out pairs with their rewards, one per kind and tier pair first, as readable text."""
+    seen, picked = set(), []
+    for i, p in enumerate(pairs):
+        key = (p.kind, p.info.get("chosen_tier"), p.info.get("rejected_tier"))
+        if key not in seen:
+            seen.add(key)
+            picked.append(i)
+    picked = (picked + [i for i in range(len(pairs)) if i not in set(picked)])[:limit]
+    lines = ["# held-out pairs: reward of the chosen and of the rejected reply\n\n"]
+    for i in picked:
+        record, p = records[pairs[i].index], pairs[i]
+        verdict = "right" if chosen[i] > rejected[i] else "WRONG"
+        lines.append(
+            f"## {p.kind}: {p.info.get('chosen_tier')} vs {p.info.get('rejected_tier')} ({verdict})\n"
+        )
+        for m in record["prompt"]:
+            lines.append(f"[{m['role']}] {m['content']}\n")
+        lines.append(f"chosen   r={float(chosen[i]):+.3f}: {record['chosen'][-1]['content']}\n")
+        lines.append(f"rejected r={float(rejected[i]):+.3f}: {record['rejected'][-1]['content']}\n\n")
+    return "".join(lines)

@@ -1,0 +1,743 @@
+"""The four RL roles and where they run.
+
+PPO has four models (REFERENCE.md, "RL"); GRPO drops the critic:
+
+- `PolicyActor`: the policy being trained (from the SFT model). It samples the rollouts (batched, with
+  the KV cache), recomputes their log-probs without gradients ("old" log-probs), runs the clipped policy
+  updates, evaluates itself on held-out prompts (`chat_eval`) and writes the final model directory.
+- `Critic`: a `ScalarHeadModel` giving one value per token, initialised from the reward model or the SFT
+  model; trained on the GAE returns with the clipped value loss.
+- `Reference`: the frozen SFT model; its log-probs measure how far the policy moved (the KL).
+- `RewardScorer`: reads each reply (`assistant_reply`), scores it with the frozen reward model and/or a
+  reward function (the tiny world's verifiers, or one a user registers), and always reports the gold
+  (verifier) score beside the RM score, so reward hacking shows.
+
+Each role is a plain Python class. `RoleGroup` puts them where the config says (OpenRLHF's shape):
+
+- ``separate``: one Ray actor per role with its own declared CPUs/GPUs -- the cluster layout, where the
+  roles' forward passes run in parallel (reference, critic, reward model and policy score a rollout at
+  the same time; policy and critic train at the same time);
+- ``colocate``: all roles in ONE actor (one process, one device), for small models: no weights cross
+  process boundaries and one reservation holds them all;
+- ``inline``: the roles in the calling process, no Ray -- for tests and debugging (pdb works). The stage
+  task reserves no CPU, so do not use it in a pipeline.
+
+The driver calls ``group.call(role, method, *args)`` and collects with ``group.get(...)``; the three
+placements run the same code.
+
+Conventions every role follows:
+
+- Tensors cross role boundaries on the CPU (`Rollout`, `Experience` in `rl_rollout`); a role moves them
+  to its device and returns CPU tensors.
+- Dropout is off for the whole run (the models stay in eval mode, also while training): with dropout the
+  log-probs of one sequence differ between passes, so the first PPO mini-batch would not have ratio 1
+  and the "old" log-probs would not be the policy that sampled (TRL and OpenRLHF disable it too).
+- Per-token quantities are over RESPONSE positions: the logits at position ``P - 1 + t`` score response
+  token ``t`` (P = padded prompt width), and the critic's value for token ``t`` is read at the same
+  position, the state before the token is chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from components.eval.chat_eval import is_verifiable, verifier_info
+from components.model.checkpoint import load_model_dir, save_model_dir
+from components.model.generate import generate
+from components.model.gpt import GPT
+from components.tokenizer.bpe import eot_id, load_tokenizer
+from components.tokenizer.chat import AssistantReply, ChatTokens, assistant_reply
+from components.train.rl_math import (
+    entropy_from_logits,
+    kl_penalty_loss,
+    logprobs_from_logits,
+    masked_mean,
+    policy_loss,
+    should_early_stop,
+    value_loss,
+)
+from components.train.rl_rollout import Experience, RLConfig, RoleResources, RoleSettings, Rollout, Scores
+from components.train.trainer import (
+    Runtime,
+    load_checkpoint_state,
+    load_checkpoint_weights,
+    lr_at,
+    make_optimizer,
+    save_checkpoint,
+    set_lr,
+    setup_runtime,
+)
+from components.world.verifiers import verify
+
+GENERATOR_FILE = "generator.pt"
+SCALAR_FORMAT = "gptrecipe-scalar"
+
+
+def model_format(model_dir: str | Path) -> str | None:
+    """The ``format`` of a model directory's config.json ("gptrecipe-gpt", "gptrecipe-scalar")."""
+    try:
+        return json.loads((Path(model_dir) / "config.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Forward passes over response positions
+# --------------------------------------------------------------------------------------------------------
+
+
+def response_logits(model: GPT, rollout: Rollout, temperature: float) -> Tensor:
+    """(B, N, V) float32 logits scoring each response token, divided by the sampling temperature.
+
+    The LM head runs on the N response positions only (the prompt's logits are never needed). Dividing
+    by the temperature makes the trained distribution the one that was sampled from (TRL does the same);
+    at temperature 1 it changes nothing.
+    """
+    P, N = rollout.prompt_length, rollout.num_response_tokens
+    hidden = model.hidden_states(rollout.sequences, attention_mask=rollout.attention_mask)
+    logits = model.lm_head(hidden[:, P - 1 : P + N - 1]).float()
+    return logits / temperature if temperature != 1.0 else logits
+
+
+def response_values(critic: nn.Module, rollout: Rollout) -> Tensor:
+    """(B, N) float32 critic values, the one for response token t read at position P - 1 + t."""
+    P, N = rollout.prompt_length, rollout.num_response_tokens
+    values = critic(rollout.sequences, attention_mask=rollout.attention_mask)
+    return values[:, P - 1 : P + N - 1].float()
+
+
+def micro_batches(size: int, micro: int) -> Iterator[slice]:
+    for lo in range(0, size, micro):
+        yield slice(lo, min(size, lo + micro))
+
+
+def _clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+def _mean_stats(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    keys = {k for row in rows for k in row}
+    return {k: sum(r[k] for r in rows if k in r) / sum(1 for r in rows if k in r) for k in sorted(keys)}
+
+
+# --------------------------------------------------------------------------------------------------------
+# The roles
+# --------------------------------------------------------------------------------------------------------
+
+
+class _Role:
+    """What every role has: the config, its runtime (device, dtype, threads), a label for errors."""
+
+    role = "role"
+
+    def __init__(self, config: RLConfig, threads: int) -> None:
+        self.config = config
+        self.runtime: Runtime = setup_runtime(config.roles.dtype, threads)
+
+    def _to_device(self, rollout: Rollout) -> Rollout:
+        return rollout.to(self.runtime.device)
+
+    def ping(self) -> str:
+        """A cheap call that fails only if the role's process is gone (used after a restart)."""
+        return f"{self.role} on {self.runtime.device}"
+
+    def crash(self) -> None:
+        """Test hook: end this process at once, as a crashed worker would (only ever used by tests)."""
+        os._exit(17)
+
+
+class _Trainable(_Role):
+    """A role with weights and an optimizer: checkpoints and the per-iteration learning rate."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def _set_lr(self, peak: float, iteration: int) -> float:
+        cfg = self.config
+        lr = lr_at(
+            iteration,
+            max_steps=cfg.iterations,
+            lr=peak,
+            warmup_steps=cfg.warmup_iterations,
+            min_lr_ratio=cfg.min_lr_ratio,
+        )
+        set_lr(self.optimizer, lr)
+        return lr
+
+    def _minibatch_order(self, iteration: int, epoch: int, size: int) -> Tensor:
+        # A function of (seed, iteration, epoch) alone, so a resumed run visits the same mini-batches.
+        generator = torch.Generator().manual_seed(
+            self.config.seed_value * 1_000_003 + iteration * 101 + epoch
+        )
+        return torch.randperm(size, generator=generator)
+
+    def save(self, directory: str) -> None:
+        """Weights (safetensors), optimizer state and RNG state into `directory` (trainer's layout)."""
+        save_checkpoint(directory, self.model, self.optimizer, {"role": self.role}, self.runtime)
+
+    def load(self, directory: str) -> None:
+        load_checkpoint_weights(directory, self.model)
+        load_checkpoint_state(directory, self.model, self.optimizer, self.runtime)
+
+
+class PolicyActor(_Trainable):
+    """The policy: generation, old log-probs, clipped PPO updates, evaluation, the output model."""
+
+    role = "policy"
+
+    def __init__(
+        self,
+        config: RLConfig,
+        model_dir: str,
+        tokenizer_file: str,
+        *,
+        threads: int = 1,
+        eval_reward_model_dir: str | None = None,
+    ) -> None:
+        super().__init__(config, threads)
+        device = self.runtime.device
+        self.model, self.model_config = load_model_dir(model_dir, device=device, dtype=torch.float32)
+        self.model.eval()  # dropout off for the whole run (module docstring)
+        self.optimizer = make_optimizer(
+            self.model,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            betas=config.betas,
+            eps=config.eps,
+            device=device,
+        )
+        self.tokenizer = load_tokenizer(tokenizer_file)
+        self.stop_id = ChatTokens.of(self.tokenizer).im_end
+        self.pad_id = eot_id(self.tokenizer)
+        self.generator = torch.Generator(device=device).manual_seed(config.seed_value)
+        self.eval_reward_model_dir = eval_reward_model_dir
+        self.eval_reward_model: nn.Module | None = None  # loaded on first use, or shared when colocated
+
+    # -- rollouts ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]]) -> Rollout:
+        """Sample one reply per prompt (repeat a prompt to get a group), micro-batch by micro-batch."""
+        cfg = self.config
+        parts = []
+        for rows in micro_batches(len(prompts), cfg.generation_batch_size):
+            with self.runtime.autocast():
+                out = generate(
+                    self.model,
+                    prompts[rows],
+                    max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.temperature,
+                    top_k=cfg.top_k,
+                    top_p=cfg.top_p,
+                    stop_tokens=[self.stop_id],
+                    pad_token_id=self.pad_id,
+                    generator=self.generator,
+                )
+            parts.append(Rollout.from_generation(out).to("cpu"))
+        return Rollout.concat(parts, pad_token_id=self.pad_id)
+
+    @torch.no_grad()
+    def logprobs(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
+        """(old log-probs, entropies), each (B, N), of the response tokens under the current policy.
+
+        Computed with the same forward (and temperature) as the training loss, so on the first mini-batch
+        of an iteration the ratio is exactly 1."""
+        rollout = self._to_device(rollout)
+        logp, entropy = [], []
+        for rows in micro_batches(rollout.size, self.config.micro_batch_size):
+            part = rollout.select(rows)
+            with self.runtime.autocast():
+                logits = response_logits(self.model, part, self.config.temperature)
+            logp.append(logprobs_from_logits(logits, part.responses))
+            entropy.append(entropy_from_logits(logits))
+        return torch.cat(logp).cpu(), torch.cat(entropy).cpu()
+
+    # -- training ----------------------------------------------------------------------------------------
+
+    def train(self, experience: Experience, iteration: int) -> dict[str, Any]:
+        """PPO epochs over shuffled mini-batches of `experience` with the clipped policy loss.
+
+        loss = policy_loss - entropy_coef * entropy [+ kl_coef * k3 KL to the reference (GRPO)]
+
+        Token-level mean over each mini-batch's response tokens (micro-batches are weighted by their share
+        of its tokens, so accumulating them gives the mean over the whole mini-batch). Before each update
+        the mini-batch's approximate KL to the rollout policy is checked: past 1.5 x target_kl the update
+        is skipped and the remaining epochs are dropped (early stop). Returns the per-mini-batch stats
+        and their means."""
+        cfg = self.config
+        lr = self._set_lr(cfg.lr, iteration)
+        experience = experience.to(self.runtime.device)
+        minibatches: list[dict[str, float]] = []
+        stopped = False
+        for epoch in range(cfg.ppo_epochs):
+            order = self._minibatch_order(iteration, epoch, experience.size)
+            for lo in range(0, experience.size, cfg.mini_batch_size):
+                stats = self._update(experience.select(order[lo : lo + cfg.mini_batch_size]))
+                stats["epoch"] = float(epoch)
+                minibatches.append(stats)
+                if stats["early_stopped"]:
+                    stopped = True
+                    break
+            if stopped:
+                break
+        updates = [s for s in minibatches if not s["early_stopped"]]
+        return {
+            "minibatches": minibatches,
+            "mean": _mean_stats(updates or minibatches),
+            "early_stopped": stopped,
+            "updates": len(updates),
+            "epochs": max(s["epoch"] for s in minibatches) + 1,
+            "lr": lr,
+        }
+
+    def _update(self, batch: Experience) -> dict[str, float]:
+        """Forward/backward of one mini-batch (micro-batched), then one optimizer step unless stopped."""
+        cfg = self.config
+        total_tokens = float(batch.mask.sum())
+        sums: dict[str, float] = {}
+        for rows in micro_batches(batch.size, cfg.micro_batch_size):
+            part = batch.select(rows)
+            weight = float(part.mask.sum()) / total_tokens
+            with self.runtime.autocast():
+                logits = response_logits(self.model, part.rollout, cfg.temperature)
+            logp = logprobs_from_logits(logits, part.rollout.responses)
+            loss, stats = policy_loss(logp, part.old_logp, part.advantages, part.mask, cfg.clip_eps)
+            entropy = masked_mean(entropy_from_logits(logits), part.mask)
+            total = loss - cfg.entropy_coef * entropy
+            values = {
+                "policy_loss": float(stats["loss"]),
+                "clip_fraction": float(stats["clip_fraction"]),
+                "approx_kl": float(stats["approx_kl"]),
+                "approx_kl_k3": float(stats["approx_kl_k3"]),
+                "ratio_mean": float(stats["ratio_mean"]),
+                "entropy": float(entropy.detach()),
+            }
+            if cfg.loss_kl_coef > 0:
+                if part.ref_logp is None:
+                    raise ValueError("a KL loss term needs the reference log-probs in the experience")
+                kl = kl_penalty_loss(logp, part.ref_logp, part.mask)
+                total = total + cfg.loss_kl_coef * kl
+                values["kl_loss"] = float(kl.detach())
+            (total * weight).backward()
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value * weight
+            sums["ratio_max"] = max(sums.get("ratio_max", 0.0), float(stats["ratio_max"]))
+        if should_early_stop(sums["approx_kl"], cfg.target_kl):
+            self.optimizer.zero_grad(set_to_none=True)
+            return {**sums, "early_stopped": True, "grad_norm": math.nan}
+        grad_norm = _clip_and_step(self.model, self.optimizer, cfg.grad_clip)
+        return {**sums, "early_stopped": False, "grad_norm": grad_norm}
+
+    # -- evaluation and output -----------------------------------------------------------------------------
+
+    def evaluate(self, records: list[dict], *, limit: int | None = None) -> Any:
+        """`chat_eval` of the current policy on held-out records (greedy: deterministic)."""
+        from components.eval.chat_eval import chat_eval
+
+        cfg = self.config
+        if self.eval_reward_model is None and self.eval_reward_model_dir:
+            from components.model.heads import load_scalar_model_dir
+
+            self.eval_reward_model, _ = load_scalar_model_dir(
+                self.eval_reward_model_dir, device=self.runtime.device
+            )
+        with self.runtime.autocast():
+            return chat_eval(
+                self.model,
+                self.tokenizer,
+                records,
+                max_new_tokens=cfg.eval_max_new_tokens,
+                batch_size=cfg.eval_batch_size,
+                temperature=0.0,
+                seed=cfg.seed_value,
+                reward_model=self.eval_reward_model,
+                limit=limit,
+            )
+
+    def save(self, directory: str) -> None:
+        super().save(directory)
+        torch.save(self.generator.get_state(), Path(directory) / GENERATOR_FILE)
+
+    def load(self, directory: str) -> None:
+        super().load(directory)
+        self.generator.set_state(torch.load(Path(directory) / GENERATOR_FILE, weights_only=True))
+
+    def export(self, path: str, tokenizer_file: str, extra: dict[str, Any]) -> str:
+        """Write the policy as a model directory (config.json, model.safetensors, tokenizer.json)."""
+        save_model_dir(self.model, path, tokenizer_path=tokenizer_file, extra=extra, overwrite=True)
+        return path
+
+    def weights(self) -> dict[str, Tensor]:
+        """The policy's weights on the CPU (tests compare runs with them)."""
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+
+class Critic(_Trainable):
+    """The value model: a `ScalarHeadModel`, one value per response token, trained on GAE returns."""
+
+    role = "critic"
+
+    def __init__(self, config: RLConfig, init_dir: str, *, threads: int = 1) -> None:
+        from components.model.heads import load_scalar_model_dir, scalar_model_from_gpt
+
+        super().__init__(config, threads)
+        device = self.runtime.device
+        if model_format(init_dir) == SCALAR_FORMAT:  # the reward model (or an earlier critic)
+            self.model, _ = load_scalar_model_dir(init_dir, device=device, dtype=torch.float32)
+        else:  # a GPT model directory (the SFT model): its trunk, a zero value head
+            self.model = scalar_model_from_gpt(init_dir, device=device).float()
+        self.model.eval()
+        self.optimizer = make_optimizer(
+            self.model,
+            lr=config.critic_lr,
+            weight_decay=config.weight_decay,
+            betas=config.betas,
+            eps=config.eps,
+            device=device,
+        )
+
+    @torch.no_grad()
+    def values(self, rollout: Rollout) -> Tensor:
+        rollout = self._to_device(rollout)
+        out = []
+        for rows in micro_batches(rollout.size, self.config.micro_batch_size):
+            with self.runtime.autocast():
+                out.append(response_values(self.model, rollout.select(rows)))
+        return torch.cat(out).cpu()
+
+    def train(self, experience: Experience, iteration: int) -> dict[str, Any]:
+        """The clipped value loss over the same epochs and mini-batch size as the policy (the critic does
+        not early-stop: the policy's KL says nothing about how well the values fit)."""
+        cfg = self.config
+        lr = self._set_lr(cfg.critic_lr, iteration)
+        experience = experience.to(self.runtime.device)
+        minibatches = []
+        for epoch in range(cfg.ppo_epochs):
+            order = self._minibatch_order(iteration, epoch, experience.size)
+            for lo in range(0, experience.size, cfg.mini_batch_size):
+                batch = experience.select(order[lo : lo + cfg.mini_batch_size])
+                total_tokens = float(batch.mask.sum())
+                sums: dict[str, float] = {}
+                for rows in micro_batches(batch.size, cfg.micro_batch_size):
+                    part = batch.select(rows)
+                    weight = float(part.mask.sum()) / total_tokens
+                    with self.runtime.autocast():
+                        values = response_values(self.model, part.rollout)
+                    loss, stats = value_loss(values, part.old_values, part.returns, part.mask, cfg.value_clip)
+                    (loss * weight).backward()
+                    for key in ("loss", "value_clip_fraction", "value_mean"):
+                        sums[key] = sums.get(key, 0.0) + float(stats[key]) * weight
+                sums["grad_norm"] = _clip_and_step(self.model, self.optimizer, cfg.grad_clip)
+                minibatches.append(sums)
+        return {"minibatches": minibatches, "mean": _mean_stats(minibatches), "lr": lr}
+
+
+class Reference(_Role):
+    """The frozen SFT model: log-probs of the response tokens, for the KL to the reference."""
+
+    role = "reference"
+
+    def __init__(self, config: RLConfig, model_dir: str, *, threads: int = 1) -> None:
+        super().__init__(config, threads)
+        self.model, _ = load_model_dir(model_dir, device=self.runtime.device)
+        self.model.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def logprobs(self, rollout: Rollout) -> Tensor:
+        rollout = self._to_device(rollout)
+        out = []
+        for rows in micro_batches(rollout.size, self.config.micro_batch_size):
+            part = rollout.select(rows)
+            with self.runtime.autocast():
+                logits = response_logits(self.model, part, self.config.temperature)
+            out.append(logprobs_from_logits(logits, part.responses))
+        return torch.cat(out).cpu()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reward functions and the scorer
+# --------------------------------------------------------------------------------------------------------
+
+RewardFunction = Callable[[Mapping[str, Any], AssistantReply], float]
+"""reward(prompt record, reply) -> float. The record is the RL prompt record (`prompt`, `answer`, `task`
+and any extra fields); the reply is `assistant_reply`'s reading (`text`, `ended`, `leaked_role`)."""
+
+_REWARDS: dict[str, RewardFunction] = {}
+
+
+def register_reward(name: str, *, overwrite: bool = False) -> Callable[[RewardFunction], RewardFunction]:
+    """Decorator: make `fn(record, reply) -> float` available as ``grpo.reward: <name>``.
+
+    The scorer runs in its own process: register in a module that it imports, i.e. name the reward
+    ``"package.module:function"`` in the config (importing the module runs its decorators), or use
+    ``"package.module:function"`` directly without registering."""
+
+    def add(fn: RewardFunction) -> RewardFunction:
+        if name in _REWARDS and not overwrite and _REWARDS[name] is not fn:
+            raise ValueError(f"a reward function named {name!r} is already registered (pass overwrite=True)")
+        _REWARDS[name] = fn
+        return fn
+
+    return add
+
+
+@register_reward("verifier")
+def verifier_reward(record: Mapping[str, Any], reply: AssistantReply) -> float:
+    """1.0 when the task's verifier accepts the reply's text, else 0.0 (RLVR's exact reward)."""
+    return verify(record["task"], reply.text, record["answer"], **verifier_info(record))
+
+
+@register_reward("verifier_and_format")
+def verifier_and_format_reward(record: Mapping[str, Any], reply: AssistantReply) -> float:
+    """The verifier's score, minus 0.5 when the reply does not close its turn or writes another role's
+    turn: correctness first, well-formed turns second."""
+    penalty = 0.0 if reply.ended and not reply.leaked_role else 0.5
+    return verifier_reward(record, reply) - penalty
+
+
+def resolve_reward(name: str) -> RewardFunction:
+    """A registered name, or ``"package.module:function"`` (imported here, in the scorer's process)."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"reward function {name!r}: cannot import it ({e})") from None
+        if not callable(fn):
+            raise ValueError(f"reward function {name!r} is not callable")
+        return fn
+    try:
+        return _REWARDS[name]
+    except KeyError:
+        known = ", ".join(sorted(_REWARDS))
+        raise ValueError(
+            f"no reward function named {name!r} (registered: {known}; or module:function)"
+        ) from None
+
+
+class RewardScorer(_Role):
+    """Scores a rollout: the reward the update optimises, the RM score and the gold score beside it.
+
+    ``reward="reward_model"`` (PPO): the RM's score, normalised with the RM's ``reward_stats`` when
+    ``normalize_reward`` (so one unit is one standard deviation of the RM over its training pairs).
+    Otherwise (GRPO) the named reward function; an RM, if given, is still scored for monitoring.
+    The gold score is the task's verifier on every verifiable record (NaN elsewhere)."""
+
+    role = "reward"
+
+    def __init__(
+        self,
+        config: RLConfig,
+        tokenizer_file: str,
+        *,
+        reward: str,
+        reward_model_dir: str | None = None,
+        threads: int = 1,
+    ) -> None:
+        super().__init__(config, threads)
+        self.tokenizer = load_tokenizer(tokenizer_file)
+        self.reward_name = reward
+        self.reward_fn = None if reward == "reward_model" else resolve_reward(reward)
+        self.reward_model: nn.Module | None = None
+        self.reward_stats = None
+        if reward_model_dir is not None:
+            from components.model.heads import load_scalar_model_dir
+
+            self.reward_model, rm_config = load_scalar_model_dir(reward_model_dir, device=self.runtime.device)
+            self.reward_model.requires_grad_(False)
+            self.reward_stats = rm_config.get("reward_stats")
+        if reward == "reward_model" and self.reward_model is None:
+            raise ValueError("reward 'reward_model' needs a reward model directory")
+
+    @torch.no_grad()
+    def _rm_scores(self, rollout: Rollout) -> Tensor:
+        rollout = self._to_device(rollout)
+        out = []
+        for rows in micro_batches(rollout.size, self.config.micro_batch_size):
+            part = rollout.select(rows)
+            with self.runtime.autocast():
+                out.append(self.reward_model.score(part.sequences, part.attention_mask).float())
+        return torch.cat(out).cpu()
+
+    def normalise(self, scores: Tensor) -> Tensor:
+        stats = self.reward_stats
+        if not self.config.normalize_reward or not stats:
+            return scores
+        return (scores - float(stats["mean"])) / max(float(stats["std"]), 1e-6)
+
+    def score(self, rollout: Rollout, records: list[Mapping[str, Any]]) -> Scores:
+        if len(records) != rollout.size:
+            raise ValueError(f"{len(records)} records for a rollout of {rollout.size} rows")
+        replies = [assistant_reply(self.tokenizer, ids) for ids in rollout.response_lists()]
+        gold = torch.tensor(
+            [
+                verifier_reward(r, reply) if is_verifiable(r) else math.nan
+                for r, reply in zip(records, replies, strict=True)
+            ],
+            dtype=torch.float32,
+        )
+        rm = rm_z = None
+        if self.reward_model is not None:
+            rm = self._rm_scores(rollout)
+            rm_z = self.normalise(rm)
+        if self.reward_fn is None:
+            reward = rm_z
+        else:
+            reward = torch.tensor(
+                [float(self.reward_fn(r, reply)) for r, reply in zip(records, replies, strict=True)],
+                dtype=torch.float32,
+            )
+        return Scores(
+            reward=reward,
+            rm=rm,
+            rm_normalized=rm_z,
+            gold=gold,
+            replies=[reply.text for reply in replies],
+            ended=torch.tensor([reply.ended for reply in replies]),
+            leaked_role=torch.tensor([reply.leaked_role for reply in replies]),
+        )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Placement: where the roles live and how the driver calls them
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoleSpec:
+    """How to build one role: its class and constructor arguments (``threads`` is added by the group)."""
+
+    cls: type
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class ColocatedRoles:
+    """All roles of one run in one process: the ``colocate`` placement's single actor."""
+
+    def __init__(self, specs: dict[str, RoleSpec], threads: int) -> None:
+        self.roles = {
+            name: spec.cls(*spec.args, threads=threads, **spec.kwargs) for name, spec in specs.items()
+        }
+        share_reward_model(self.roles)
+
+    def call(self, role: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.roles[role], method)(*args, **kwargs)
+
+
+def share_reward_model(roles: Mapping[str, Any]) -> None:
+    """In one process the policy evaluates with the scorer's reward model instead of loading another."""
+    policy, scorer = roles.get("policy"), roles.get("reward")
+    if policy is not None and scorer is not None and scorer.reward_model is not None:
+        policy.eval_reward_model = scorer.reward_model
+
+
+@dataclass
+class _Ready:
+    """The result of a call that already ran (inline placement)."""
+
+    value: Any
+
+
+class RoleGroup:
+    """The roles of one RL run, placed as `RoleSettings.placement` says; see the module docstring."""
+
+    def __init__(self, specs: dict[str, RoleSpec], settings: RoleSettings, *, name: str = "rl") -> None:
+        self.placement = settings.placement
+        self.names = list(specs)
+        self._actors: dict[str, Any] = {}
+        if self.placement == "inline":
+            threads = settings.threads("colocated")
+            self._local = {n: s.cls(*s.args, threads=threads, **s.kwargs) for n, s in specs.items()}
+            share_reward_model(self._local)
+            return
+        import ray
+
+        if self.placement == "colocate":
+            res = settings.colocated
+            actor = ray.remote(ColocatedRoles).options(
+                num_cpus=res.num_cpus, num_gpus=res.num_gpus, name=None, max_restarts=0
+            )
+            handle = actor.remote(specs, settings.threads("colocated"))
+            self._actors = dict.fromkeys(specs, handle)
+        else:
+            for role, spec in specs.items():
+                res = settings.resources(role)
+                actor = ray.remote(spec.cls).options(
+                    num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=0
+                )
+                self._actors[role] = actor.remote(*spec.args, threads=settings.threads(role), **spec.kwargs)
+        self.get([self.call(role, "ping") for role in specs])  # construction errors surface here
+
+    def has(self, role: str) -> bool:
+        return role in self.names
+
+    def call(self, role: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Start `role.method(*args)`; returns a future for `get` (Ray ObjectRef, or the value inline)."""
+        if self.placement == "inline":
+            return _Ready(getattr(self._local[role], method)(*args, **kwargs))
+        actor = self._actors[role]
+        if self.placement == "colocate":
+            return actor.call.remote(role, method, *args, **kwargs)
+        return getattr(actor, method).remote(*args, **kwargs)
+
+    def get(self, futures: Any) -> Any:
+        """The value(s) of one future or a list of them (waits for Ray calls)."""
+        if isinstance(futures, list):
+            return [self.get(f) for f in futures]
+        if isinstance(futures, _Ready):
+            return futures.value
+        import ray
+
+        return ray.get(futures)
+
+    def local(self, role: str) -> Any:
+        """The role object itself (inline placement only; tests inspect it)."""
+        if self.placement != "inline":
+            raise RuntimeError("local role objects exist only under the inline placement")
+        return self._local[role]
+
+    def shutdown(self) -> None:
+        if self.placement == "inline":
+            return
+        import ray
+
+        for actor in {id(a): a for a in self._actors.values()}.values():
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+        self._actors = {}
+
+
+__all__ = [
+    "ColocatedRoles",
+    "Critic",
+    "PolicyActor",
+    "Reference",
+    "RewardFunction",
+    "RewardScorer",
+    "RoleGroup",
+    "RoleResources",
+    "RoleSettings",
+    "RoleSpec",
+    "micro_batches",
+    "register_reward",
+    "resolve_reward",
+    "response_logits",
+    "response_values",
+    "verifier_reward",
+]

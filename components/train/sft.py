@@ -1,0 +1,547 @@
+"""Supervised fine-tuning: the pretrained GPT learns to answer in the chat template, with Ray Train.
+
+The stage (`sft`) runs in a Ray task that holds no CPU. It reads the pretrained model directory (its
+config and tokenizer), renders the SFT conversations once to check them and to size the run (epochs ->
+optimizer steps), then launches `train_worker` on `scaling.num_workers` Ray Train workers and, when they
+finish, writes the `model` directory in pretraining's format (config.json, model.safetensors,
+tokenizer.json), so every later stage loads it with `load_model_dir`.
+
+The objective is pretraining's next-token loss, on the assistant's tokens only (`chat_batches`: the
+loss mask is the template's `assistant_mask` shifted to the targets; prompt, system and user tokens
+are IGNORE_INDEX). Batches are right-padded and run without an attention mask, which under causal
+attention gives the same logits as the model's left-padded convention (see `chat_batches`).
+
+The worker loop reads top to bottom: the model from the latest checkpoint or the pretrained weights;
+at a fresh start the BASE model is evaluated first (step 0): validation loss on the held-out SFT
+conversations' assistant tokens and `chat_eval` on the held-out prompts, the same template, the same
+greedy decoding; then per optimizer step: learning rate, accumulated micro-batches, clipped update;
+every `log_every` steps the training metrics, every `eval_every` the validation loss, every
+`chat_eval_every` (and at the end) `chat_eval` of the SFT model, whose sample conversations are logged
+as MLflow text artifacts; every `checkpoint_every` a checkpoint (weights, AdamW, data position, RNG,
+and the base model's figures, so a resumed run still reports them) reported to Ray Train.
+
+Headline (`ctx.report`): `accuracy` and `format_compliance` of the SFT model beside `base_accuracy` and
+`base_format_compliance` of the pretrained model on the same prompts, `val_loss` beside `base_val_loss`,
+and the per-task accuracies in MLflow (`eval/accuracy.<task>`, `base/accuracy.<task>`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from tokenizers import Tokenizer
+from torch import nn
+
+from components.core.config import ConfigError, StageConfig, validate
+from components.core.stage import StageContext, stage
+from components.core.tracking import TrackerHandle
+from components.eval.chat_eval import ChatEval, chat_eval, format_samples, summarize
+from components.model.checkpoint import TOKENIZER_FILE, read_model_config, save_model_dir
+from components.model.gpt import GPT, GPTConfig
+from components.tokenizer.bpe import eot_id, load_tokenizer
+from components.tokenizer.chat import ChatTokens
+from components.train.chat_batches import (
+    IGNORE_INDEX,
+    ChatExample,
+    EpochBatches,
+    RenderStats,
+    collate_sft,
+    pack_rows,
+    render_sft,
+)
+from components.train.datasets import DatasetError, load_prompts, load_sft
+from components.train.packing import DataPosition
+from components.train.pretrain import die_if_marked
+from components.train.trainer import (
+    DTypeSetting,
+    MetricLogger,
+    Runtime,
+    ScalingSettings,
+    Strategy,
+    gathered,
+    latest_checkpoint_dir,
+    launch,
+    load_checkpoint_state,
+    load_checkpoint_weights,
+    lr_at,
+    make_optimizer,
+    mean_over_workers,
+    mfu,
+    optimizer_step,
+    peak_flops,
+    peak_memory_mb,
+    prepare_model,
+    read_progress,
+    report_checkpoint,
+    save_checkpoint,
+    set_lr,
+    setup_runtime,
+    sum_over_workers,
+)
+
+TRAIN_FILE = "train.jsonl"
+TEST_FILE = "test.jsonl"
+
+
+class SFTConfig(StageConfig):
+    """SFT: data, length of training, optimizer, evaluation, checkpoints and workers.
+
+    The defaults are the `tiny` demo, chosen by measurement on the tiny world (see the SFT note in the
+    stage's issue): 3 epochs of the ~1,600 training conversations in batches of 16 at a peak learning
+    rate of 1e-3 (a third of pretraining's), which takes the 3.3M-parameter pretrained model to near
+    perfect format compliance in about a minute on 2 CPU cores."""
+
+    # -- data --
+    max_length: int | None = Field(
+        None,
+        ge=2,
+        description="Longest rendered conversation in tokens (render's truncation rules apply; "
+        "conversations that cannot fit are skipped and counted); None = the model's context_length.",
+    )
+    packing: bool = Field(
+        False,
+        description="Concatenate conversations into rows of max_length tokens (attention crosses "
+        "conversations within a row; the loss stays on assistant tokens). See chat_batches.",
+    )
+
+    # -- length of training --
+    epochs: float | None = Field(3.0, gt=0, description="Passes over the training conversations.")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; exclusive with epochs.")
+    batch_size: int = Field(16, ge=1, description="Rows (conversations, or packed rows) per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+
+    # -- optimizer --
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at this fraction of lr.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (matrices and embeddings only).")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 = off.")
+
+    # -- evaluation, samples, logging, checkpoints --
+    log_every: int = Field(10, ge=1, description="Log training metrics every N steps (and at step 1).")
+    eval_every: int = Field(
+        100, ge=0, description="Validation loss on the held-out conversations every N steps; 0 = at the end."
+    )
+    val_limit: int | None = Field(
+        None, ge=1, description="Held-out conversations for the validation loss; None = all."
+    )
+    chat_eval_every: int = Field(
+        0, ge=0, description="chat_eval of the model every N steps; 0 = only at the end (and the base)."
+    )
+    eval_base: bool = Field(
+        True, description="Evaluate the pretrained model first (step 0), for the base_* figures."
+    )
+    eval_limit: int | None = Field(
+        None, ge=1, description="Held-out prompts for chat_eval (prompts test split); None = all."
+    )
+    max_new_tokens: int = Field(
+        128, ge=1, description="Longest generated reply in chat_eval (the tiny world's longest is ~100)."
+    )
+    eval_batch_size: int = Field(64, ge=1, description="Prompts per generation batch / rows per val batch.")
+    log_samples: int = Field(16, ge=0, description="Sample conversations per text artifact.")
+    checkpoint_every: int = Field(200, ge=1, description="Checkpoint every N steps (and at the last one).")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (the newest).")
+
+    # -- numerics and execution --
+    dtype: DTypeSetting = Field("auto", description="Compute dtype: auto = bf16 on a GPU, fp32 on CPU.")
+    compile: bool = Field(False, description="torch.compile the model (GPU runs).")
+    strategy: Strategy = Field("ddp", description="ddp: replicas; fsdp: FSDP2 sharding (large models).")
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Ray Train workers.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Torch threads per worker; None = the worker's CPUs (cpus_per_worker)."
+    )
+    seed: int | None = Field(None, description="Seed of data order and dropout; None = pipeline seed.")
+    fail_marker_dir: str | None = Field(
+        None,
+        description="Test hook: after step N, if the file <dir>/step-N exists, rank 0 deletes it and dies.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SFTConfig:
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError("set exactly one of epochs and max_steps (the other to null)")
+        return self
+
+
+# --- what the stage works out before starting workers ------------------------------------------------
+
+
+@dataclass
+class SFTPlan:
+    """Everything the workers need besides the config, checked and derived once by the stage."""
+
+    model: GPTConfig
+    base_model_dir: str
+    tokenizer_file: str
+    train_file: str
+    val_file: str
+    prompts_file: str
+    max_length: int
+    max_steps: int
+    rows_per_epoch: int
+    rows_per_step: int
+    pad_id: int
+    seed: int
+    render: dict[str, float]
+
+
+def plan_sft(
+    config: SFTConfig, model_dir: Path, sft_dir: Path, prompts_dir: Path, *, seed: int
+) -> tuple[SFTPlan, RenderStats]:
+    """Check the inputs against the config and derive the plan; errors say what is wrong and where."""
+    model_config = read_model_config(model_dir)
+    gpt = validate(GPTConfig, model_config["model"], f"{model_dir / 'config.json'} (section 'model')")
+    tokenizer_file = model_dir / TOKENIZER_FILE
+    if not tokenizer_file.is_file():
+        raise FileNotFoundError(
+            f"{tokenizer_file} is missing: SFT renders conversations with the model's own tokenizer"
+        )
+    tok = load_tokenizer(tokenizer_file)
+    ChatTokens.of(tok)  # the chat template's special tokens must exist
+    if tok.get_vocab_size() > gpt.vocab_size:
+        raise ConfigError(
+            f"the tokenizer in {model_dir} has {tok.get_vocab_size()} ids but the model only "
+            f"{gpt.vocab_size}: they do not belong together"
+        )
+    max_length = min(config.max_length or gpt.context_length, gpt.context_length)
+    if config.max_new_tokens >= gpt.context_length:
+        raise ConfigError(
+            f"sft.max_new_tokens {config.max_new_tokens} leaves no room for a prompt in the model's "
+            f"context_length {gpt.context_length}"
+        )
+    files = {
+        "train": sft_dir / TRAIN_FILE,
+        "val": sft_dir / TEST_FILE,
+        "prompts": prompts_dir / TEST_FILE,
+    }
+    for name, path in files.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing (the {name} data of SFT)")
+    load_prompts(str(files["prompts"]))  # validated now, not after training
+    examples, stats = render_sft(tok, load_sft(str(files["train"])), max_tokens=max_length)
+    if not examples:
+        raise DatasetError(
+            f"{files['train']}: none of the {stats.records} conversations fits max_length {max_length} "
+            f"({stats.too_long} too long, {stats.nothing_to_learn} without an assistant token left)"
+        )
+    val, _ = render_sft(tok, load_sft(str(files["val"])), max_tokens=max_length)
+    if not val:
+        raise DatasetError(f"{files['val']}: no conversation fits max_length {max_length}")
+
+    pack = functools.partial(pack_rows, max_length=max_length) if config.packing else None
+    world = config.scaling.num_workers
+    order = EpochBatches(
+        examples, batch_size=config.batch_size, grad_accum=config.grad_accum, world_size=world, pack=pack
+    )
+    rows_per_epoch = order.rows_in_epoch(0)  # with packing the later epochs differ by a row or two
+    max_steps = config.max_steps or max(1, math.ceil(config.epochs * rows_per_epoch / order.rows_per_step))
+    plan = SFTPlan(
+        model=gpt,
+        base_model_dir=str(model_dir),
+        tokenizer_file=str(tokenizer_file),
+        train_file=str(files["train"]),
+        val_file=str(files["val"]),
+        prompts_file=str(files["prompts"]),
+        max_length=max_length,
+        max_steps=max_steps,
+        rows_per_epoch=rows_per_epoch,
+        rows_per_step=order.rows_per_step,
+        pad_id=eot_id(tok),
+        seed=seed,
+        render=stats.as_metrics("render"),
+    )
+    return plan, stats
+
+
+# --- the stage ----------------------------------------------------------------------------------------
+
+
+@stage(
+    "sft",
+    config=SFTConfig,
+    inputs=("model", "sft", "prompts"),
+    outputs=("model",),
+    cpus=0,  # only coordinates: the Ray Train workers reserve the CPUs / GPUs
+    code=(
+        "components.train.trainer",
+        "components.train.chat_batches",
+        "components.eval.chat_eval",
+        "components.model.gpt",
+        "components.model.generate",
+        "components.tokenizer.chat",
+        "components.world.verifiers",
+    ),
+)
+def sft(ctx: StageContext, config: SFTConfig, inputs: dict) -> dict:
+    """Fine-tunes the pretrained GPT on chat conversations (assistant-only loss) with Ray Train."""
+    model_dir = ctx.store.local_path(inputs["model"].uri)
+    seed = ctx.seed if config.seed is None else config.seed
+    plan, stats = plan_sft(
+        config,
+        model_dir,
+        ctx.store.local_path(inputs["sft"].uri),
+        ctx.store.local_path(inputs["prompts"].uri),
+        seed=seed,
+    )
+    ctx.log.info(
+        "%d conversations (%d skipped as too long, %d truncated), %d rows per epoch, %d steps of %d rows",
+        stats.kept,
+        stats.too_long,
+        stats.truncated,
+        plan.rows_per_epoch,
+        plan.max_steps,
+        plan.rows_per_step,
+    )
+    ctx.tracker.log_params(
+        {"derived.max_steps": plan.max_steps, "derived.max_length": plan.max_length, "derived.seed": seed}
+        | {"derived.rows_per_epoch": plan.rows_per_epoch, "derived.rows_per_step": plan.rows_per_step}
+    )
+    ctx.log_metrics(plan.render, 0)
+
+    loop_config = {
+        "config": config.model_dump(mode="json"),
+        "plan": plan,
+        "tracker": ctx.tracker_handle(),
+        "spool_dir": ctx.scratch_uri("tracking") if ctx.store.is_local else None,
+    }
+    result = launch(
+        train_worker,
+        loop_config,
+        config.scaling,
+        name="sft",
+        storage_path=ctx.scratch_uri("ray_train"),
+        keep_checkpoints=config.keep_checkpoints,
+    )
+    if result.checkpoint is None:
+        raise RuntimeError("SFT finished without a checkpoint")
+    with result.checkpoint.as_directory() as final:
+        progress = read_progress(final)
+        if progress["step"] != plan.max_steps:
+            raise RuntimeError(f"the last checkpoint is at step {progress['step']}, not {plan.max_steps}")
+        model = GPT(plan.model)
+        load_checkpoint_weights(final, model)
+    summary = {**progress["summary"], "steps": plan.max_steps, "seed": seed, **plan.render}
+    save_model_dir(
+        model,
+        ctx.output_path("model"),
+        tokenizer_path=plan.tokenizer_file,
+        extra={"stage": "sft", "training": summary},
+        overwrite=True,
+    )
+    final_eval, base_eval = summary.get("eval", {}), summary.get("base", {})
+    ctx.report(
+        accuracy=final_eval.get("accuracy"),
+        base_accuracy=base_eval.get("accuracy"),
+        format_compliance=final_eval.get("format_compliance"),
+        base_format_compliance=base_eval.get("format_compliance"),
+        val_loss=summary.get("val_loss"),
+        base_val_loss=summary.get("base_val_loss"),
+        train_loss=summary.get("train_loss"),
+        skipped_too_long=stats.too_long,
+    )
+    return {"model": ctx.artifact("model", kind="model", stage="sft", **plan.model.model_dump(mode="json"))}
+
+
+# --- the worker loop ----------------------------------------------------------------------------------
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker's SFT loop (every rank runs it; rank 0 logs and writes)."""
+    cfg = SFTConfig.model_validate(loop_config["config"])
+    plan: SFTPlan = loop_config["plan"]
+    handle: TrackerHandle | None = loop_config["tracker"]
+    runtime = setup_runtime(cfg.dtype, cfg.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
+    tok = load_tokenizer(plan.tokenizer_file)
+
+    torch.manual_seed(plan.seed)
+    model = GPT(plan.model)
+    with latest_checkpoint_dir() as checkpoint:
+        load_checkpoint_weights(checkpoint or plan.base_model_dir, model)
+        train_model = prepare_model(model, runtime, strategy=cfg.strategy, compile=cfg.compile)
+        optimizer = make_optimizer(
+            model,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            betas=cfg.betas,
+            eps=cfg.eps,
+            device=runtime.device,
+        )
+        torch.manual_seed(plan.seed + 1 + runtime.rank)  # dropout masks differ between workers
+        progress = load_checkpoint_state(checkpoint, model, optimizer, runtime) if checkpoint else None
+
+    step = progress["step"] if progress else 0
+    train_examples, _ = render_sft(tok, load_sft(plan.train_file), max_tokens=plan.max_length)
+    data = EpochBatches(
+        train_examples,
+        batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+        seed=plan.seed,
+        pack=functools.partial(pack_rows, max_length=plan.max_length) if cfg.packing else None,
+        position=DataPosition.from_dict(progress["data"]) if progress else None,
+    )
+    val_examples, _ = render_sft(tok, load_sft(plan.val_file), max_tokens=plan.max_length)
+    val_examples = val_examples[: cfg.val_limit]
+    prompts = load_prompts(plan.prompts_file)[: cfg.eval_limit]
+    logger = MetricLogger(
+        handle, runtime, resumed_step=step if progress else None, spool_dir=loop_config.get("spool_dir")
+    )
+    if progress and logger.tracker is not None:
+        logger.tracker.set_tags({"sft.resumed_from_step": step})
+    flops_per_token, peak = plan.model.flops_per_token(), peak_flops(runtime.device)
+    timing = progress["timing"] if progress else {"tokens": 0, "seconds": 0.0}
+    summary: dict[str, Any] = progress["summary"] if progress else {}
+
+    def evaluate_chat(tag: str) -> ChatEval:
+        result = distributed_chat_eval(model, tok, prompts, cfg, runtime, seed=plan.seed)
+        logger.log_text(
+            format_samples(result.samples, title=f"{tag}, greedy", limit=cfg.log_samples),
+            f"samples/{tag.replace(' ', '_')}.txt",
+        )
+        return result
+
+    if progress is None:  # step 0: the base model, on the same data and prompts
+        base_val = val_loss(model, val_examples, runtime, cfg.eval_batch_size, plan.pad_id)
+        summary["base_val_loss"] = base_val
+        logger.log({"val/loss": base_val}, 0)
+        if cfg.eval_base:
+            base = evaluate_chat("step_00000 base model")
+            summary["base"] = base.metrics
+            logger.log({f"eval/{k}": v for k, v in base.metrics.items()}, 0)
+            logger.log({f"base/{k}": v for k, v in base.metrics.items()}, 0)
+
+    model.train()
+    interval_start, interval_tokens = time.perf_counter(), 0
+    while step < plan.max_steps:
+        lr = lr_at(
+            step,
+            max_steps=plan.max_steps,
+            lr=cfg.lr,
+            warmup_steps=cfg.warmup_steps,
+            min_lr_ratio=cfg.min_lr_ratio,
+        )
+        set_lr(optimizer, lr)
+        batches = [collate_sft(rows, pad_id=plan.pad_id) for rows in data.next_step()]
+        # Right-padded and causal: no attention mask needed (see chat_batches).
+        loss, grad_norm = optimizer_step(
+            train_model,
+            optimizer,
+            [(b.input_ids, b.targets) for b in batches],
+            runtime,
+            grad_clip=cfg.grad_clip,
+        )
+        step += 1
+        interval_tokens += sum(int(b.attention_mask.sum()) for b in batches) * runtime.world_size
+        last = step == plan.max_steps
+
+        if step % cfg.log_every == 0 or step == 1 or last:
+            loss_value = mean_over_workers(loss, runtime)
+            seconds = time.perf_counter() - interval_start
+            tokens_per_s = interval_tokens / seconds
+            if step > 1 or plan.max_steps == 1:  # the first step pays for warm-up
+                timing = {
+                    "tokens": timing["tokens"] + interval_tokens,
+                    "seconds": timing["seconds"] + seconds,
+                }
+            summary["train_loss"] = loss_value
+            logger.log(
+                {
+                    "train/loss": loss_value,
+                    "train/lr": lr,
+                    "train/grad_norm": float(grad_norm),
+                    "train/tokens_per_s": tokens_per_s,
+                    "train/mfu": mfu(tokens_per_s / runtime.world_size, flops_per_token, 1, peak),
+                    "train/peak_memory_mb": peak_memory_mb(runtime.device),
+                    "train/epoch": data.epoch_progress(),
+                },
+                step,
+            )
+            interval_start, interval_tokens = time.perf_counter(), 0
+
+        paused = False  # evaluation and checkpoints stay out of the throughput figures
+        if (cfg.eval_every and step % cfg.eval_every == 0) or last:
+            summary["val_loss"] = val_loss(model, val_examples, runtime, cfg.eval_batch_size, plan.pad_id)
+            logger.log({"val/loss": summary["val_loss"]}, step)
+            paused = True
+        if (cfg.chat_eval_every and step % cfg.chat_eval_every == 0) or last:
+            result = evaluate_chat(f"step_{step:05d}")
+            summary["eval"] = result.metrics
+            logger.log({f"eval/{k}": v for k, v in result.metrics.items()}, step)
+            paused = True
+        if step % cfg.checkpoint_every == 0 or last:
+            summary["tokens_per_s"] = timing["tokens"] / timing["seconds"] if timing["seconds"] else 0.0
+            progress = {"step": step, "data": data.position.to_dict(), "timing": timing, "summary": summary}
+            logger.flush()  # what is logged up to this checkpoint reaches MLflow before it counts
+            with tempfile.TemporaryDirectory(prefix="gptrecipe-ckpt-") as tmp:
+                save_checkpoint(tmp, model, optimizer, progress, runtime)
+                report_checkpoint(tmp, {"step": step}, step)
+            paused = True
+        if cfg.fail_marker_dir and runtime.is_main:
+            die_if_marked(Path(cfg.fail_marker_dir), step, logger)
+        if paused:
+            interval_start, interval_tokens = time.perf_counter(), 0
+    logger.flush()
+
+
+@torch.no_grad()
+def val_loss(
+    model: nn.Module, examples: list[ChatExample], runtime: Runtime, batch_size: int, pad_id: int
+) -> float:
+    """Mean NLL per assistant token over every worker's share of `examples` (rank r takes examples r,
+    r + world_size, ...; every rank runs the same number of batches, as FSDP's collectives need)."""
+    was_training = model.training
+    model.eval()
+    mine = examples[runtime.rank :: runtime.world_size]
+    per_rank = -(-len(examples) // runtime.world_size)
+    sums = torch.zeros(2, dtype=torch.float64, device=runtime.device)  # nll, tokens
+    for lo in range(0, per_rank, batch_size):
+        rows = mine[lo : lo + batch_size] or examples[:1]  # a rank out of rows still joins, weight 0
+        weight = 1.0 if mine[lo : lo + batch_size] else 0.0
+        batch = collate_sft(rows, pad_id=pad_id)
+        x, y = batch.input_ids.to(runtime.device), batch.targets.to(runtime.device)
+        with runtime.autocast():
+            logits, _ = model(x)
+        nll = F.cross_entropy(
+            logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        sums += weight * torch.stack([nll.double(), (y != IGNORE_INDEX).sum().double()])
+    sums = sum_over_workers(sums, runtime)
+    model.train(was_training)
+    nll, tokens = sums.tolist()
+    return nll / tokens if tokens else float("nan")
+
+
+def distributed_chat_eval(
+    model: GPT, tok: Tokenizer, records: list[dict], cfg: SFTConfig, runtime: Runtime, *, seed: int
+) -> ChatEval:
+    """`chat_eval` from inside a Ray Train worker group; every rank must call it.
+
+    With DDP each rank evaluates every world_size-th record and rank 0 gathers the samples. Under FSDP2
+    every forward is a collective that all ranks must join with the same number of steps, so every rank
+    evaluates all records (the same greedy replies) and rank 0's samples are used."""
+    sharded = cfg.strategy != "fsdp" and runtime.world_size > 1
+    mine = records[runtime.rank :: runtime.world_size] if sharded else records
+    kwargs = {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.eval_batch_size, "seed": seed}
+    with gathered(model), runtime.autocast():
+        result = chat_eval(model, tok, mine, **kwargs)
+    if not sharded:
+        return result
+    gathered_samples: list[Any] = [None] * runtime.world_size
+    dist.all_gather_object(gathered_samples, (result.samples, result.metrics["skipped_too_long"]))
+    samples = [s for part, _ in gathered_samples for s in part]
+    metrics = summarize(samples)
+    metrics["skipped_too_long"] = float(sum(skipped for _, skipped in gathered_samples))
+    return ChatEval(metrics, samples)
