@@ -38,7 +38,7 @@ from safetensors import safe_open
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
-from components.core.config import ConfigError, StageConfig
+from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
 from components.core.tracking import TrackerHandle
 from components.model.checkpoint import load_state_compatible, save_model_dir
@@ -55,14 +55,11 @@ from components.train.packing import (
 )
 from components.train.trainer import (
     WEIGHTS_FILE,
-    DTypeSetting,
     MetricLogger,
     Runtime,
-    ScalingSettings,
-    Strategy,
+    TrainingConfig,
     gathered,
     latest_checkpoint_dir,
-    launch,
     load_checkpoint_state,
     load_checkpoint_weights,
     lr_at,
@@ -73,12 +70,12 @@ from components.train.trainer import (
     peak_flops,
     peak_memory_mb,
     prepare_model,
-    read_progress,
     report_checkpoint,
     save_checkpoint,
     set_lr,
     setup_runtime,
     sum_over_workers,
+    train_on_workers,
 )
 
 TOKENS_META = "tokens_meta.json"
@@ -86,12 +83,13 @@ TOKENIZER_FILE = "tokenizer.json"
 UNIGRAM_SAMPLE_TOKENS = 1 << 27  # enough for a stable unigram entropy; bounds the scan of a huge corpus
 
 
-class PretrainConfig(StageConfig):
+class PretrainConfig(TrainingConfig):
     """Pretraining: model shape, batches, optimizer, evaluation, checkpoints and workers.
 
-    The defaults are the `tiny` demo: a 4-layer, 256-wide LLaMA-style GPT (about 3.3M parameters with
-    a 4096-token vocabulary) on 256-token rows, which learns the tiny world's facts on 2 CPU cores in a
-    few minutes."""
+    The defaults are the `tiny` demo's shape: a 4-layer, 256-wide LLaMA-style GPT (4.0M parameters with
+    the tiny world's 3,036-token vocabulary) on 256-token rows. On 2 CPU cores it learns the corpus's
+    language in a few minutes (val loss 0.68 nats after 200 steps, unigram entropy 5.86); reproducing
+    its facts takes a longer run."""
 
     # -- model shape --
     depth: int | None = Field(
@@ -130,14 +128,9 @@ class PretrainConfig(StageConfig):
     # -- optimizer --
     lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
     warmup_steps: int = Field(50, ge=0, description="Linear warm-up steps.")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at this fraction of lr.")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (matrices and embeddings only).")
-    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
-    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
-    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 = off.")
 
     # -- evaluation, samples, logging, checkpoints --
-    log_every: int = Field(10, ge=1, description="Log training metrics every N steps (and at step 1).")
     eval_every: int = Field(
         250, ge=0, description="Validation loss and bits/byte every N steps; 0 = at the end."
     )
@@ -158,26 +151,13 @@ class PretrainConfig(StageConfig):
     sample_tokens: int = Field(32, ge=1, description="Tokens generated per sample.")
     sample_temperature: float = Field(0.0, ge=0, description="0 = greedy, the model's most likely text.")
     checkpoint_every: int = Field(250, ge=1, description="Checkpoint every N steps (and at the last one).")
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (the newest).")
 
-    # -- numerics and execution --
-    dtype: DTypeSetting = Field("auto", description="Compute dtype: auto = bf16 on a GPU, fp32 on CPU.")
-    compile: bool = Field(False, description="torch.compile the model (GPU runs; minutes of warm-up on CPU).")
-    strategy: Strategy = Field("ddp", description="ddp: replicas; fsdp: FSDP2 sharding (large models).")
-    scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Ray Train workers.")
-    torch_threads: int | None = Field(
-        None, ge=1, description="Torch threads per worker; None = the worker's CPUs (cpus_per_worker)."
-    )
+    # -- seed and initialisation (numerics, workers, checkpoints: TrainingConfig) --
     seed: int | None = Field(None, description="Seed of init, data order and sampling; None = pipeline seed.")
     init_from: str | None = Field(
         None,
         description="Start from the weights of this model directory or pretrain checkpoint (continued "
         "pretraining); it must have exactly this model's shape.",
-    )
-    fail_marker_dir: str | None = Field(
-        None,
-        description="Test hook: after step N, if the file <dir>/step-N exists, rank 0 deletes it and dies "
-        "(os._exit), as a crashed worker would.",
     )
 
     @model_validator(mode="after")
@@ -395,28 +375,9 @@ def pretrain(ctx: StageContext, config: PretrainConfig, inputs: dict) -> dict:
         {"data/unigram_entropy_nats": entropy, "data/unigram_entropy_bits": entropy / math.log(2)}, 0
     )
 
-    loop_config = {
-        "config": config.model_dump(mode="json"),
-        "plan": plan,
-        "tracker": ctx.tracker_handle(),
-        "spool_dir": ctx.scratch_uri("tracking") if ctx.store.is_local else None,
-    }
-    result = launch(
-        train_worker,
-        loop_config,
-        config.scaling,
-        name="pretrain",
-        storage_path=ctx.scratch_uri("ray_train"),
-        keep_checkpoints=config.keep_checkpoints,
+    model, progress = train_on_workers(
+        ctx, train_worker, config, plan, lambda: GPT(plan.model), name="pretrain"
     )
-    if result.checkpoint is None:
-        raise RuntimeError("pretraining finished without a checkpoint")
-    with result.checkpoint.as_directory() as final:
-        progress = read_progress(final)
-        if progress["step"] != plan.max_steps:
-            raise RuntimeError(f"the last checkpoint is at step {progress['step']}, not {plan.max_steps}")
-        model = GPT(plan.model)
-        load_checkpoint_weights(final, model)
     summary = {
         **progress["summary"],
         "steps": plan.max_steps,

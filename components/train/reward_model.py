@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from components.core.config import ConfigError, StageConfig, validate
+from components.core.config import ConfigError, validate
 from components.core.stage import StageContext, stage
 from components.core.tracking import TrackerHandle
 from components.model.checkpoint import TOKENIZER_FILE, read_model_config
@@ -54,33 +54,30 @@ from components.train.datasets import DatasetError, load_preferences
 from components.train.packing import DataPosition
 from components.train.pretrain import die_if_marked
 from components.train.trainer import (
-    DTypeSetting,
     MetricLogger,
     Runtime,
-    ScalingSettings,
-    Strategy,
+    TrainingConfig,
     gradient_sync,
     latest_checkpoint_dir,
-    launch,
     load_checkpoint_state,
     load_checkpoint_weights,
     lr_at,
     make_optimizer,
     peak_memory_mb,
     prepare_model,
-    read_progress,
     report_checkpoint,
     save_checkpoint,
     set_lr,
     setup_runtime,
     sum_over_workers,
+    train_on_workers,
 )
 
 TRAIN_FILE = "train.jsonl"
 TEST_FILE = "test.jsonl"
 
 
-class RewardModelConfig(StageConfig):
+class RewardModelConfig(TrainingConfig):
     """Reward model: data, length of training, optimizer, evaluation, checkpoints and workers.
 
     The defaults are the `tiny` demo, chosen by measurement on the tiny world: two epochs over the
@@ -108,14 +105,9 @@ class RewardModelConfig(StageConfig):
     )
     lr: float = Field(3e-4, gt=0, description="Peak learning rate.")
     warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps.")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at this fraction of lr.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (matrices and embeddings only).")
-    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
-    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
-    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 = off.")
 
     # -- evaluation, logging, checkpoints --
-    log_every: int = Field(10, ge=1, description="Log training metrics every N steps (and at step 1).")
     eval_every: int = Field(
         100,
         ge=0,
@@ -128,21 +120,9 @@ class RewardModelConfig(StageConfig):
     eval_batch_size: int = Field(64, ge=1, description="Pairs per scoring batch.")
     log_examples: int = Field(12, ge=0, description="Scored held-out pairs in the text artifact.")
     checkpoint_every: int = Field(200, ge=1, description="Checkpoint every N steps (and at the last one).")
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (the newest).")
 
-    # -- numerics and execution --
-    dtype: DTypeSetting = Field("auto", description="Compute dtype: auto = bf16 on a GPU, fp32 on CPU.")
-    compile: bool = Field(False, description="torch.compile the model (GPU runs).")
-    strategy: Strategy = Field("ddp", description="ddp: replicas; fsdp: FSDP2 sharding (large models).")
-    scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Ray Train workers.")
-    torch_threads: int | None = Field(
-        None, ge=1, description="Torch threads per worker; None = the worker's CPUs (cpus_per_worker)."
-    )
+    # -- seed (numerics, workers, checkpoints: TrainingConfig) --
     seed: int | None = Field(None, description="Seed of data order and dropout; None = pipeline seed.")
-    fail_marker_dir: str | None = Field(
-        None,
-        description="Test hook: after step N, if the file <dir>/step-N exists, rank 0 deletes it and dies.",
-    )
 
     @model_validator(mode="after")
     def _check(self) -> RewardModelConfig:
@@ -294,28 +274,9 @@ def reward_model(ctx: StageContext, config: RewardModelConfig, inputs: dict) -> 
     )
     ctx.log_metrics(plan.render, 0)
 
-    loop_config = {
-        "config": config.model_dump(mode="json"),
-        "plan": plan,
-        "tracker": ctx.tracker_handle(),
-        "spool_dir": ctx.scratch_uri("tracking") if ctx.store.is_local else None,
-    }
-    result = launch(
-        train_worker,
-        loop_config,
-        config.scaling,
-        name="reward_model",
-        storage_path=ctx.scratch_uri("ray_train"),
-        keep_checkpoints=config.keep_checkpoints,
+    model, progress = train_on_workers(
+        ctx, train_worker, config, plan, lambda: ScalarHeadModel(GPT(plan.model)), name="reward_model"
     )
-    if result.checkpoint is None:
-        raise RuntimeError("reward model training finished without a checkpoint")
-    with result.checkpoint.as_directory() as final:
-        progress = read_progress(final)
-        if progress["step"] != plan.max_steps:
-            raise RuntimeError(f"the last checkpoint is at step {progress['step']}, not {plan.max_steps}")
-        model = ScalarHeadModel(GPT(plan.model))
-        load_checkpoint_weights(final, model)
     summary = {**progress["summary"], "steps": plan.max_steps, "seed": seed, **plan.render}
     reward_stats = summary.pop("reward_stats")
     save_scalar_model_dir(

@@ -37,7 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from components.core.config import StrictModel
+from components.core.config import StageConfig, StrictModel
 from components.core.tracking import Tracker, TrackerHandle
 from components.model.checkpoint import CheckpointError, load_state_compatible
 
@@ -511,6 +511,35 @@ class ScalingSettings(StrictModel):
     )
 
 
+class TrainingConfig(StageConfig):
+    """The fields every Ray Train stage shares (pretrain, sft, reward_model): optimizer details, logging
+    and checkpoint cadence, numerics and workers. Each stage adds its data, length and schedule."""
+
+    # -- optimizer --
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at this fraction of lr.")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 = off.")
+
+    # -- logging and checkpoints --
+    log_every: int = Field(10, ge=1, description="Log training metrics every N steps (and at step 1).")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (the newest).")
+
+    # -- numerics and execution --
+    dtype: DTypeSetting = Field("auto", description="Compute dtype: auto = bf16 on a GPU, fp32 on CPU.")
+    compile: bool = Field(False, description="torch.compile the model (GPU runs; minutes of warm-up on CPU).")
+    strategy: Strategy = Field("ddp", description="ddp: replicas; fsdp: FSDP2 sharding (large models).")
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Ray Train workers.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Torch threads per worker; None = the worker's CPUs (cpus_per_worker)."
+    )
+    fail_marker_dir: str | None = Field(
+        None,
+        description="Test hook: after step N, if the file <dir>/step-N exists, rank 0 deletes it and dies "
+        "(os._exit), as a crashed worker would.",
+    )
+
+
 def launch(
     train_fn: Callable[[dict[str, Any]], None],
     loop_config: dict[str, Any],
@@ -550,6 +579,44 @@ def launch(
         ),
     )
     return trainer.fit()
+
+
+def train_on_workers(
+    ctx: Any,
+    train_fn: Callable[[dict[str, Any]], None],
+    config: Any,
+    plan: Any,
+    build_model: Callable[[], nn.Module],
+    *,
+    name: str,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The driver side of a training stage: run `train_fn` on Ray Train workers (its loop config carries
+    the stage config, the plan and the stage's tracker), check that the final checkpoint is at
+    `plan.max_steps`, and return `build_model()` loaded with its weights, and its progress record.
+    `config` needs `scaling` and `keep_checkpoints`; `ctx` is the stage's context."""
+    loop_config = {
+        "config": config.model_dump(mode="json"),
+        "plan": plan,
+        "tracker": ctx.tracker_handle(),
+        "spool_dir": ctx.scratch_uri("tracking") if ctx.store.is_local else None,
+    }
+    result = launch(
+        train_fn,
+        loop_config,
+        config.scaling,
+        name=name,
+        storage_path=ctx.scratch_uri("ray_train"),
+        keep_checkpoints=config.keep_checkpoints,
+    )
+    if result.checkpoint is None:
+        raise RuntimeError(f"{name} finished without a checkpoint")
+    with result.checkpoint.as_directory() as final:
+        progress = read_progress(final)
+        if progress["step"] != plan.max_steps:
+            raise RuntimeError(f"the last checkpoint is at step {progress['step']}, not {plan.max_steps}")
+        model = build_model()
+        load_checkpoint_weights(final, model)
+    return model, progress
 
 
 def report_checkpoint(directory: str | Path, metrics: dict[str, float], step: int) -> None:
