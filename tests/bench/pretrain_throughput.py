@@ -147,7 +147,8 @@ def main() -> None:
             f"model: {plan.model.num_params() / 1e6:.2f}M params (depth {args.depth}), "
             f"rows {args.batch_size} x {plan.seq_len}, {args.steps} steps, {args.threads} torch threads"
         )
-        ray.init(num_cpus=args.threads, include_dashboard=False, logging_level="WARNING")
+        # The dashboard serves the state API that Ray Train's placement-group cleaner polls.
+        ray.init(num_cpus=args.threads, include_dashboard=True, logging_level="WARNING")
         torch.set_num_threads(args.threads)
         plain_runs, our_runs, walls = [], [], []
         for _ in range(args.repeats):
