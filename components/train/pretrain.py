@@ -87,9 +87,10 @@ class PretrainConfig(TrainingConfig):
     """Pretraining: model shape, batches, optimizer, evaluation, checkpoints and workers.
 
     The defaults are the `tiny` demo's shape: a 4-layer, 256-wide LLaMA-style GPT (4.0M parameters with
-    the tiny world's 3,036-token vocabulary) on 256-token rows. On 2 CPU cores it learns the corpus's
-    language in a few minutes (val loss 0.68 nats after 200 steps, unigram entropy 5.86); reproducing
-    its facts takes a longer run."""
+    the tiny world's 3,036-token vocabulary) on 256-token rows. On 2 CPU cores with native bf16 the
+    `tiny` demo's 1,000 steps of 8 rows take about four minutes and reach val loss 0.39 nats (unigram
+    entropy 5.86) and 0.79 accuracy on the world's multiple-choice fact benchmark; its samples state
+    the corpus's facts."""
 
     # -- model shape --
     depth: int | None = Field(

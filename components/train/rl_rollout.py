@@ -80,7 +80,9 @@ class RoleSettings(StrictModel):
     critic: RoleResources = Field(default_factory=RoleResources, description="Critic actor (separate).")
     reference: RoleResources = Field(default_factory=RoleResources, description="Reference actor (separate).")
     reward: RoleResources = Field(default_factory=RoleResources, description="Reward scorer (separate).")
-    dtype: DTypeSetting = Field("auto", description="Compute dtype: auto = bf16 on a GPU, fp32 on CPU.")
+    dtype: DTypeSetting = Field(
+        "auto", description="Compute dtype: auto = bf16 where the GPU or CPU has it natively, else fp32."
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="Torch threads per role process; None = the CPUs it reserves."
     )

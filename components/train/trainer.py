@@ -117,15 +117,24 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX). Where it does, bf16
+    autocast trains the tiny model 2.3x faster than fp32 (2 EPYC cores: 11,600 vs 5,000 tokens/s); where
+    it does not, bf16 is emulated and slower than fp32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, private but long-lived
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def resolve_dtype(setting: DTypeSetting, device: torch.device) -> torch.dtype:
-    """ "auto" is bf16 on a GPU that has it and fp32 otherwise (CPUs: bf16 matmuls are slow on most)."""
+    """ "auto" is bf16 where the hardware computes it natively (a GPU that has it, a CPU with AVX512-BF16
+    or AMX) and fp32 otherwise. Parameters and optimizer state stay fp32 either way (autocast)."""
     if setting == "float32":
         return torch.float32
     if setting == "bfloat16":
         return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def setup_runtime(dtype: DTypeSetting = "auto", threads: int | None = None) -> Runtime:
@@ -526,7 +535,9 @@ class TrainingConfig(StageConfig):
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (the newest).")
 
     # -- numerics and execution --
-    dtype: DTypeSetting = Field("auto", description="Compute dtype: auto = bf16 on a GPU, fp32 on CPU.")
+    dtype: DTypeSetting = Field(
+        "auto", description="Compute dtype: auto = bf16 where the GPU or CPU has it natively, else fp32."
+    )
     compile: bool = Field(False, description="torch.compile the model (GPU runs; minutes of warm-up on CPU).")
     strategy: Strategy = Field("ddp", description="ddp: replicas; fsdp: FSDP2 sharding (large models).")
     scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Ray Train workers.")

@@ -37,7 +37,7 @@ from components.tokenizer.bpe import TokenizerConfig, encode_batch, eot_id, trai
 from components.tokenizer.shards import ShardWriter
 from components.train.packing import TokenStream
 from components.train.pretrain import PretrainConfig, PretrainPlan, plan_pretraining, train_worker
-from components.train.trainer import ScalingSettings, launch, read_progress
+from components.train.trainer import ScalingSettings, launch, read_progress, resolve_dtype
 
 
 def build_corpus(root: Path) -> Path:
@@ -72,6 +72,7 @@ def plain_loop(config: PretrainConfig, plan: PretrainPlan, steps: int) -> float:
     model = GPT(plan.model)
     groups = model.optimizer_groups(config.weight_decay)
     opt = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+    dtype = resolve_dtype(config.dtype, torch.device("cpu"))  # the same compute dtype as ours
     started = None
     for step in range(steps):
         if step == 1:  # step 0 is warm-up, as in ours
@@ -79,7 +80,8 @@ def plain_loop(config: PretrainConfig, plan: PretrainPlan, steps: int) -> float:
         starts = rng.integers(0, len(tokens) - T - 1, size=B * config.grad_accum)
         rows = torch.from_numpy(np.stack([tokens[s : s + T + 1] for s in starts]))
         for micro in rows.split(B):
-            _, loss = model(micro[:, :-1], micro[:, 1:])
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+                _, loss = model(micro[:, :-1], micro[:, 1:])
             (loss / config.grad_accum).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
@@ -117,6 +119,12 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="compute dtype of both loops (auto: bf16 on a CPU with native bf16, else fp32)",
+    )
+    parser.add_argument(
         "--ray-niceness",
         type=int,
         default=0,
@@ -141,11 +149,13 @@ def main() -> None:
             checkpoint_every=args.steps,
             scaling=ScalingSettings(num_workers=1, cpus_per_worker=args.threads, max_failures=0),
             torch_threads=args.threads,
+            dtype=args.dtype,
         )
         plan = plan_pretraining(config, corpus / "tokens", corpus / "tokenizer.json", seed=0)
         print(
             f"model: {plan.model.num_params() / 1e6:.2f}M params (depth {args.depth}), "
-            f"rows {args.batch_size} x {plan.seq_len}, {args.steps} steps, {args.threads} torch threads"
+            f"rows {args.batch_size} x {plan.seq_len}, {args.steps} steps, {args.threads} torch threads, "
+            f"{resolve_dtype(config.dtype, torch.device('cpu'))}"
         )
         # The dashboard serves the state API that Ray Train's placement-group cleaner polls.
         ray.init(num_cpus=args.threads, include_dashboard=True, logging_level="WARNING")

@@ -141,7 +141,8 @@ def test_stage_runs_inline_and_reports_both_policies(world, tmp_path, tracking_u
 
 @pytest.mark.slow
 def test_stage_on_a_colocated_ray_actor(world, tmp_path, tracking_uri, request, ray_cluster):
-    cfg = config(roles={"placement": "colocate", "colocated": {"num_cpus": 1}}, advantage="rloo")
+    roles = {**SMALL["roles"], "placement": "colocate", "colocated": {"num_cpus": 1}}
+    cfg = config(roles=roles, advantage="rloo")
     record = ray_cluster.get(
         ray_cluster.remote(num_cpus=0)(run_stage).remote(
             grpo,

@@ -344,7 +344,11 @@ def test_stage_on_ray_actors_restarts_a_dead_role_without_duplicated_steps(
     markers.mkdir()
     (markers / "step-3").touch()
     half = {"num_cpus": 0.5}
-    roles = {"placement": "separate", "policy": half, "critic": half, "reference": half, "reward": half}
+    roles = {
+        **SMALL["roles"],
+        "placement": "separate",
+        **{role: half for role in ("policy", "critic", "reference", "reward")},
+    }
     on_ray = config(roles=roles, fail_marker_dir=str(markers))
     record = ray_cluster.get(
         ray_cluster.remote(num_cpus=0)(run_stage).remote(

@@ -131,6 +131,16 @@ def test_peak_flops_table_and_mfu(monkeypatch):
     assert mfu(1000.0, per_token, 1, None) is None
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_on_cpu_is_bf16_only_with_native_bf16(monkeypatch, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    cpu = torch.device("cpu")
+    assert trainer.resolve_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    assert trainer.resolve_dtype("float32", cpu) == torch.float32
+    assert trainer.resolve_dtype("bfloat16", cpu) == torch.bfloat16
+
+
 def test_peak_memory_on_cpu_is_the_process_rss():
     assert 10 < peak_memory_mb(torch.device("cpu")) < 100_000
 
