@@ -121,6 +121,8 @@ def small(**overrides) -> PretrainConfig:
         "checkpoint_every": 3,
         "seed": 7,
         "scaling": {"max_failures": 0},
+        # fp32 whatever the CPU: the tests compare losses across world sizes and resumes to 1e-4.
+        "dtype": "float32",
         **overrides,
     }
     return PretrainConfig.model_validate(config)
