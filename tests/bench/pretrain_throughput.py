@@ -11,7 +11,10 @@ torch threads. "ours" is the pretrain stage's worker (`train_worker`) on one Ray
 checkpoint are timed separately, and step 1 is warm-up); "plain" is the shortest loop that does the same
 work, timed the same way. The target is ours >= 0.9x plain. Ray Train's start-up (seconds, once per
 run) is printed apart. Prints figures, asserts nothing; on a shared machine the figures are noisy, so
-each path runs `--repeats` times, interleaved, and the fastest run of each is compared.
+each path runs `--repeats` times, interleaved, and the fastest run of each is compared. Both loops use
+the same compute dtype (`--dtype`; auto = bf16 on a CPU with native bf16). The run is 150 steps long
+because Ray starts idle worker processes in its first seconds, which take CPU from a short run: in bf16
+(0.4 s a step) 30 steps gave 0.79x and 150 steps 0.94x.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def main() -> None:
     )
     parser.add_argument("--corpus", type=Path, help="directory with tokens/{train,val} and tokenizer.json")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--context", type=int, default=256)
