@@ -45,7 +45,7 @@ from components.core.artifacts import Artifact
 from components.core.config import ConfigError, StageConfig, StrictModel
 from components.core.stage import StageContext
 from components.train.rl_monitor import MonitorConfig, RLMonitor, curves_figure, sample_table
-from components.train.trainer import DTypeSetting, MetricLogger, Runtime
+from components.train.trainer import DTYPE_HELP, DTypeSetting, MetricLogger, Runtime
 
 STATE_FILE = "state.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -80,9 +80,7 @@ class RoleSettings(StrictModel):
     critic: RoleResources = Field(default_factory=RoleResources, description="Critic actor (separate).")
     reference: RoleResources = Field(default_factory=RoleResources, description="Reference actor (separate).")
     reward: RoleResources = Field(default_factory=RoleResources, description="Reward scorer (separate).")
-    dtype: DTypeSetting = Field(
-        "auto", description="Compute dtype: auto = bf16 where the GPU or CPU has it natively, else fp32."
-    )
+    dtype: DTypeSetting = Field("auto", description=DTYPE_HELP)
     torch_threads: int | None = Field(
         None, ge=1, description="Torch threads per role process; None = the CPUs it reserves."
     )

@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from components.core.config import StageConfig, StrictModel
+from components.core.stage import StageContext
 from components.core.tracking import Tracker, TrackerHandle
 from components.model.checkpoint import CheckpointError, load_state_compatible
 
@@ -96,6 +97,7 @@ def peak_memory_mb(device: torch.device) -> float:
 # --- the worker's runtime -----------------------------------------------------------------------------
 
 DTypeSetting = Literal["auto", "float32", "bfloat16"]
+DTYPE_HELP = "Compute dtype: auto = bf16 where the GPU or CPU has it natively, else fp32 (resolve_dtype)."
 
 
 @dataclass
@@ -535,9 +537,7 @@ class TrainingConfig(StageConfig):
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (the newest).")
 
     # -- numerics and execution --
-    dtype: DTypeSetting = Field(
-        "auto", description="Compute dtype: auto = bf16 where the GPU or CPU has it natively, else fp32."
-    )
+    dtype: DTypeSetting = Field("auto", description=DTYPE_HELP)
     compile: bool = Field(False, description="torch.compile the model (GPU runs; minutes of warm-up on CPU).")
     strategy: Strategy = Field("ddp", description="ddp: replicas; fsdp: FSDP2 sharding (large models).")
     scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Ray Train workers.")
@@ -593,9 +593,9 @@ def launch(
 
 
 def train_on_workers(
-    ctx: Any,
+    ctx: StageContext,
     train_fn: Callable[[dict[str, Any]], None],
-    config: Any,
+    config: TrainingConfig,
     plan: Any,
     build_model: Callable[[], nn.Module],
     *,
@@ -603,8 +603,8 @@ def train_on_workers(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The driver side of a training stage: run `train_fn` on Ray Train workers (its loop config carries
     the stage config, the plan and the stage's tracker), check that the final checkpoint is at
-    `plan.max_steps`, and return `build_model()` loaded with its weights, and its progress record.
-    `config` needs `scaling` and `keep_checkpoints`; `ctx` is the stage's context."""
+    `plan.max_steps` (every stage's plan has it), and return `build_model()` loaded with its weights,
+    and its progress record."""
     loop_config = {
         "config": config.model_dump(mode="json"),
         "plan": plan,
