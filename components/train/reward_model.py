@@ -16,10 +16,14 @@ Metrics: per logged step the training loss, pair accuracy, mean margin (r_c - r_
 every `eval_every` steps and at the end the same on the held-out pairs, plus accuracy per `kind`
 (fact, arithmetic, ...) and per (chosen tier, rejected tier), and two reference points: the untrained
 model (all rewards 0: every pair a tie, accuracy 0.5) and "the longer reply wins". Accuracy counts a
-tie as half a pair. At the end the final model scores every training pair; the mean and std of those
-rewards (chosen and rejected together) are written into the directory's config.json as `reward_stats`,
-so RL can normalise rewards as (r - mean) / std. A few held-out pairs with their scores are logged as
-a text artifact.
+tie as half a pair. Once, before training, a third reference point: "the reply the SFT model finds more
+likely wins" (`reply_logprobs`). It shows what the starting model already knows about the pairs -- on
+the tiny world its likelihood ranks a correct answer above a wrong one for facts it was never taught in
+SFT, which a reward read at one token has to learn to see.
+
+At the end the final model scores every training pair; the mean and std of those rewards (chosen and
+rejected together) are written into the directory's config.json as `reward_stats`, so RL can normalise
+rewards as (r - mean) / std. A few held-out pairs with their scores are logged as a text artifact.
 
 Output: the `reward_model` directory (`save_scalar_model_dir`, kind "reward_model").
 """
@@ -44,7 +48,8 @@ from torch import Tensor, nn
 from components.core.config import ConfigError, validate
 from components.core.stage import StageContext, stage
 from components.core.tracking import TrackerHandle
-from components.model.checkpoint import TOKENIZER_FILE, read_model_config
+from components.eval.multiple_choice import continuation_logprobs
+from components.model.checkpoint import TOKENIZER_FILE, load_model_dir, read_model_config
 from components.model.gpt import GPT, GPTConfig
 from components.model.heads import ScalarHeadModel, gather_last, save_scalar_model_dir
 from components.tokenizer.bpe import eot_id, load_tokenizer
@@ -111,7 +116,7 @@ class RewardModelConfig(TrainingConfig):
     eval_every: int = Field(
         100,
         ge=0,
-        description="Held-out pair metrics every N steps (and at step 0 and the end); 0 = end only.",
+        description="Held-out pair metrics every N steps (and at the end); 0 = end only.",
     )
     val_limit: int | None = Field(None, ge=1, description="Held-out pairs evaluated; None = all.")
     stats_limit: int | None = Field(
@@ -294,6 +299,7 @@ def reward_model(ctx: StageContext, config: RewardModelConfig, inputs: dict) -> 
         val_reward_mean=val["reward_mean"],
         val_reward_std=val["reward_std"],
         length_baseline_accuracy=val["length_baseline_accuracy"],
+        loglik_baseline_accuracy=summary["loglik_baseline"]["loglik_baseline_accuracy"],
         train_accuracy=summary.get("train_accuracy"),
         reward_mean=reward_stats["mean"],
         reward_std=reward_stats["std"],
@@ -356,6 +362,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         logger.tracker.set_tags({"reward_model.resumed_from_step": step})
     timing = progress["timing"] if progress else {"pairs": 0, "seconds": 0.0}
     summary: dict[str, Any] = progress["summary"] if progress else {}
+    if "loglik_baseline" not in summary:
+        summary["loglik_baseline"] = loglik_baseline(plan, val_pairs, runtime, cfg.eval_batch_size)
+        logger.log({f"val/{k}": v for k, v in summary["loglik_baseline"].items()}, 0)
 
     def evaluate(at_step: int) -> tuple[dict[str, float], Tensor, Tensor]:
         chosen, rejected = score_pairs(model, val_pairs, runtime, cfg.eval_batch_size, plan.pad_id)
@@ -546,6 +555,45 @@ def length_baseline(pairs: Sequence[PairExample]) -> float:
     chosen = torch.tensor([float(len(p.chosen)) for p in pairs])
     rejected = torch.tensor([float(len(p.rejected)) for p in pairs])
     return float(pair_accuracy(chosen, rejected))
+
+
+def reply_logprobs(
+    lm: GPT, pairs: Sequence[PairExample], *, batch_size: int, pad_id: int
+) -> tuple[Tensor, Tensor]:
+    """(chosen, rejected): each reply's summed log-probability under the language model `lm`, over the
+    tokens after the pair's common prefix (the prompt and any opening the two replies share: those
+    tokens score the same in both, so leaving them out changes no comparison). A pair whose one
+    rendering is a prefix of the other (identical replies) scores 0 and 0: a tie."""
+    contexts, continuations, scored = [], [], []
+    for i, p in enumerate(pairs):
+        n = 0
+        while n < min(len(p.chosen), len(p.rejected)) and p.chosen[n] == p.rejected[n]:
+            n += 1
+        if n in (len(p.chosen), len(p.rejected)):
+            continue
+        contexts += [p.chosen[:n], p.rejected[:n]]
+        continuations += [p.chosen[n:], p.rejected[n:]]
+        scored.append(i)
+    logprobs = continuation_logprobs(lm, contexts, continuations, batch_size=batch_size, pad_token_id=pad_id)
+    chosen, rejected = torch.zeros(len(pairs)), torch.zeros(len(pairs))
+    chosen[scored], rejected[scored] = torch.tensor(logprobs[0::2]), torch.tensor(logprobs[1::2])
+    return chosen, rejected
+
+
+def loglik_baseline(
+    plan: RewardPlan, pairs: Sequence[PairExample], runtime: Runtime, batch_size: int
+) -> dict[str, float]:
+    """Pair accuracy of "the reply the SFT model finds more likely wins" on `pairs`, overall, per kind
+    and per tier pair. Every rank computes it (a few forward passes over the held-out pairs, once)."""
+    lm, _ = load_model_dir(plan.sft_model_dir, device=runtime.device)
+    chosen, rejected = reply_logprobs(lm, pairs, batch_size=batch_size, pad_id=plan.pad_id)
+    del lm
+    prefix = "loglik_baseline"
+    return {
+        f"{prefix}_accuracy": float(pair_accuracy(chosen, rejected)),
+        **grouped_accuracy([p.kind for p in pairs], chosen, rejected, f"{prefix}_kind"),
+        **grouped_accuracy([tier_pair(p) for p in pairs], chosen, rejected, f"{prefix}_tier"),
+    }
 
 
 def scored_examples(

@@ -17,11 +17,11 @@ from pydantic import ValidationError
 
 from components.core.artifacts import Artifact
 from components.core.stage import RunEnv, run_stage
-from components.model.checkpoint import save_model_dir
+from components.model.checkpoint import load_model_dir, save_model_dir
 from components.model.gpt import GPT, GPTConfig
 from components.model.heads import ScalarHeadModel, load_scalar_model_dir
 from components.tokenizer.bpe import TokenizerConfig, load_tokenizer, train_tokenizer
-from components.train.chat_batches import collate_pairs, render_pairs
+from components.train.chat_batches import PairExample, collate_pairs, render_pairs
 from components.train.datasets import DatasetError, load_preferences
 from components.train.reward_model import (
     RewardModelConfig,
@@ -31,6 +31,7 @@ from components.train.reward_model import (
     pair_metrics,
     pairwise_loss,
     plan_reward_model,
+    reply_logprobs,
     reward_model,
     reward_step,
 )
@@ -163,6 +164,33 @@ def test_training_step_reads_rewards_at_the_last_real_tokens(world):
     )
 
 
+def test_reply_logprobs_sum_the_tokens_after_the_common_prefix():
+    """Each reply's score is the sum of log p(token | everything before it) over the tokens after the
+    pair's shared prefix, computed here one position at a time from the model's logits."""
+    torch.manual_seed(0)
+    lm = GPT(GPTConfig(vocab_size=20, context_length=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    prompt = [1, 2, 3]
+    pairs = [
+        PairExample(chosen=[*prompt, 4, 5, 6, 7], rejected=[*prompt, 4, 9, 7]),  # share "4"
+        PairExample(chosen=[*prompt, 8, 7], rejected=[*prompt, 10, 11, 12, 7]),
+        PairExample(chosen=[*prompt, 5, 7], rejected=[*prompt, 5, 7]),  # identical: a tie at 0
+    ]
+    chosen, rejected = reply_logprobs(lm, pairs, batch_size=2, pad_id=0)
+
+    def by_hand(ids: list[int], start: int) -> float:
+        with torch.no_grad():
+            logprobs = torch.log_softmax(lm(torch.tensor([ids]))[0][0], dim=-1)
+        return sum(float(logprobs[t - 1, ids[t]]) for t in range(start, len(ids)))
+
+    assert chosen.tolist() == pytest.approx(
+        [by_hand(pairs[0].chosen, 4), by_hand(pairs[1].chosen, 3), 0.0], abs=1e-5
+    )
+    assert rejected.tolist() == pytest.approx(
+        [by_hand(pairs[0].rejected, 4), by_hand(pairs[1].rejected, 3), 0.0], abs=1e-5
+    )
+    assert all(v < 0 for v in chosen[:2].tolist() + rejected[:2].tolist())
+
+
 def test_plan_and_input_checks(world, tmp_path):
     plan, stats = plan_reward_model(
         RewardModelConfig(epochs=2, batch_size=8), world["model"], world["preferences"], seed=0
@@ -228,6 +256,17 @@ def test_reward_model_stage_end_to_end(ray_cluster, world, tmp_path, tracking_ur
     assert run.data.metrics["val/accuracy_kind.arithmetic"] == pytest.approx(headline["val_accuracy"])
     assert "val/accuracy_tier.helpful_vs_rude" in run.data.metrics
     assert "val/length_baseline_accuracy" in run.data.metrics
+    # The SFT model's likelihood as a ranker, scored once before training, from the SFT directory.
+    sft, _ = load_model_dir(world["model"])
+    val_pairs, _ = render_pairs(
+        tok, load_preferences(str(world["preferences"] / "test.jsonl")), max_tokens=64
+    )
+    c, r = reply_logprobs(sft, val_pairs, batch_size=64, pad_id=0)
+    assert headline["loglik_baseline_accuracy"] == pytest.approx(float(pair_accuracy(c, r)))
+    rude = [i for i, p in enumerate(val_pairs) if p.info["rejected_tier"] == "rude"]
+    assert run.data.metrics["val/loglik_baseline_tier.helpful_vs_rude"] == pytest.approx(
+        float(pair_accuracy(c[rude], r[rude]))
+    )
     assert len([m for m in client.get_metric_history(record.mlflow_run_id, "train/loss")]) == 21
     text = Path(client.download_artifacts(record.mlflow_run_id, "scored_pairs.txt")).read_text()
     assert "chosen   r=" in text and "[user] What is" in text
