@@ -362,7 +362,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         logger.tracker.set_tags({"reward_model.resumed_from_step": step})
     timing = progress["timing"] if progress else {"pairs": 0, "seconds": 0.0}
     summary: dict[str, Any] = progress["summary"] if progress else {}
-    if "loglik_baseline" not in summary:
+    if runtime.is_main and "loglik_baseline" not in summary:  # progress (and the summary) is rank 0's
         summary["loglik_baseline"] = loglik_baseline(plan, val_pairs, runtime, cfg.eval_batch_size)
         logger.log({f"val/{k}": v for k, v in summary["loglik_baseline"].items()}, 0)
 
@@ -584,7 +584,7 @@ def loglik_baseline(
     plan: RewardPlan, pairs: Sequence[PairExample], runtime: Runtime, batch_size: int
 ) -> dict[str, float]:
     """Pair accuracy of "the reply the SFT model finds more likely wins" on `pairs`, overall, per kind
-    and per tier pair. Every rank computes it (a few forward passes over the held-out pairs, once)."""
+    and per tier pair: a few forward passes over the held-out pairs, once, on rank 0."""
     lm, _ = load_model_dir(plan.sft_model_dir, device=runtime.device)
     chosen, rejected = reply_logprobs(lm, pairs, batch_size=batch_size, pad_id=plan.pad_id)
     del lm

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -40,7 +41,14 @@ from components.tokenizer.bpe import TokenizerConfig, encode_batch, eot_id, trai
 from components.tokenizer.shards import ShardWriter
 from components.train.packing import TokenStream
 from components.train.pretrain import PretrainConfig, PretrainPlan, plan_pretraining, train_worker
-from components.train.trainer import ScalingSettings, launch, read_progress, resolve_dtype
+from components.train.trainer import (
+    DTYPE_HELP,
+    DTypeSetting,
+    ScalingSettings,
+    launch,
+    read_progress,
+    resolve_dtype,
+)
 
 
 def build_corpus(root: Path) -> Path:
@@ -123,9 +131,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
         "--dtype",
-        choices=("auto", "float32", "bfloat16"),
+        choices=get_args(DTypeSetting),
         default="auto",
-        help="compute dtype of both loops (auto: bf16 on a CPU with native bf16, else fp32)",
+        help=f"{DTYPE_HELP} Both loops use it.",
     )
     parser.add_argument(
         "--ray-niceness",
