@@ -152,6 +152,7 @@ class PipelineRun:
     # -- plan (no side effects): what `gptrecipe stages` shows -----------------------------------
 
     def plan(self) -> list[dict[str, Any]]:
+        ArtifactStore(self.settings.store).check()
         records: dict[str, StageRecord] = {}
         rows = []
         for name in self.selected:
@@ -179,6 +180,8 @@ class PipelineRun:
     # -- execution --------------------------------------------------------------------------------
 
     def execute(self) -> tuple[Path, dict[str, Any]]:
+        store = ArtifactStore(self.settings.store)
+        store.check()  # an unreachable store, a missing bucket, bad credentials: said now, not mid-run
         run_dir = Path(self.settings.runs_dir, self.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         file_log = logging.FileHandler(run_dir / "run.log")
@@ -218,6 +221,9 @@ class PipelineRun:
         summary = self._summary(records, started, parent.run_id)
         summary_path = run_dir / "summary.json"
         ArtifactStore(run_dir).write_json(str(summary_path), summary)
+        if not store.is_local:  # the run's record lives with its outputs, beside the node-local copy
+            summary["summary_uri"] = store.uri("runs", self.run_id, "summary.json")
+            store.write_json(summary["summary_uri"], summary, sort_keys=False)
         parent.log_artifact(summary_path)
         for name, record in records.items():
             parent.log_metrics({f"{name}/{k}": v for k, v in record.metrics.items()})
@@ -297,6 +303,7 @@ class PipelineRun:
                 "outputs": {k: a.uri for k, a in record.outputs.items()},
                 "metrics": record.metrics,
                 "mlflow_run_id": record.mlflow_run_id,
+                "node_id": record.node_id,
                 **({"error": record.error} if record.error else {}),
             }
         ok = all(s["status"] in {"done", "cached", "skipped"} for s in stages.values())

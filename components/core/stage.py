@@ -14,13 +14,15 @@ resume from whatever per-shard files or checkpoints it had finished (`ctx.work_u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import importlib
 import inspect
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,8 +31,10 @@ from typing import Any, TypeVar
 
 from pydantic import Field
 
-from components.core.artifacts import Artifact, ArtifactStore
+from components.core import code_version as code_versions
+from components.core.artifacts import Artifact, ArtifactStore, scratch_root, stage_in, stage_out
 from components.core.config import ConfigError, Resources, StageConfig, StrictModel, flatten
+from components.core.staging import StagedInputs
 from components.core.tracking import Tracker, TrackerHandle
 
 log = logging.getLogger("gptrecipe")
@@ -49,7 +53,9 @@ class Stage:
     resources: Resources
     optional_inputs: tuple[str, ...] = ()
     passthrough: dict[str, str] = field(default_factory=dict)  # output -> input, when switched off
-    code: tuple[str, ...] = ()  # further modules whose source is part of the code version
+    # Files or directories (relative to the project root) the stage's code reads, hashed into its code
+    # version with the modules it imports (which are found from the code itself).
+    data_files: tuple[str, ...] = ()
     # Checks a config against the inputs the DAG will provide, when the config is loaded (before any stage
     # runs), so a stage deep in the pipeline cannot fail late on something knowable up front.
     preflight: Callable[[StageConfig, Collection[str]], None] | None = None
@@ -73,7 +79,7 @@ def stage(
     gpus: float = 0,
     memory_gb: float | None = None,
     passthrough: dict[str, str] | None = None,
-    code: Iterable[str] = (),
+    data_files: Iterable[str] = (),
     preflight: Callable[[StageConfig, Collection[str]], None] | None = None,
 ) -> Callable[[Callable[..., dict[str, Artifact]]], Stage]:
     """Declare a stage. `cpus`/`gpus`/`memory_gb` are what its Ray task reserves; a stage that only
@@ -89,7 +95,7 @@ def stage(
             outputs=tuple(outputs),
             resources=Resources(cpus=cpus, gpus=gpus, memory_gb=memory_gb),
             passthrough=dict(passthrough or {}),
-            code=tuple(code),
+            data_files=tuple(data_files),
             preflight=preflight,
         )
 
@@ -100,22 +106,10 @@ def stage(
 
 
 def code_version(stage: Stage) -> str:
-    """Hash of the source of the module that defines the stage and of what it lists in `code`: further
-    modules ("components.world.pages") and package data files or directories ("components/data/blocklists",
-    relative to the project root). Editing a stage's code or shipped data reruns it; editing an unrelated
-    stage does not."""
-    h = hashlib.sha256()
-    root = Path(__file__).resolve().parents[2]
-    for name in [stage.fn.__module__, *stage.code]:
-        if "/" in name:
-            data = root / name
-            files = sorted(p for p in data.rglob("*") if p.is_file()) if data.is_dir() else [data]
-            for path in files:
-                h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-            continue
-        module = sys.modules.get(name) or importlib.import_module(name)
-        h.update(name.encode() + b"\0" + inspect.getsource(module).encode() + b"\0")
-    return h.hexdigest()[:16]
+    """Hash of the parsed code of every project module the stage's module imports, transitively, and of
+    the bytes of its `data_files` (see `components.core.code_version`). Editing anything a stage can run
+    or ships with reruns it; editing an unrelated module, a comment or a docstring does not."""
+    return code_versions.code_version(stage.fn.__module__, stage.data_files)
 
 
 def fingerprint(location: str) -> str:
@@ -164,6 +158,7 @@ class StageRecord(StrictModel):
     mlflow_run_id: str | None = None
     produced_by_run: str | None = Field(None, description="MLflow run that computed the outputs.")
     finished_at: float | None = None
+    node_id: str | None = Field(None, description="The Ray node that computed the outputs.")
     error: str | None = None
 
 
@@ -223,6 +218,16 @@ def ray_submission_id() -> str | None:
         return None
 
 
+def ray_node_id() -> str | None:
+    """The id of the Ray node this process runs on (None outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:
+        return None
+
+
 def _ray_job_ids(env: RunEnv) -> dict[str, str]:
     ids = {"ray.submission_id": env.ray_submission_id} if env.ray_submission_id else {}
     try:
@@ -230,6 +235,7 @@ def _ray_job_ids(env: RunEnv) -> dict[str, str]:
 
         if ray.is_initialized():
             ids["ray.job_id"] = ray.get_runtime_context().get_job_id()
+            ids["ray.node_id"] = ray.get_runtime_context().get_node_id()
     except Exception:
         pass
     return ids
@@ -246,7 +252,14 @@ class StageContext:
     seed: int
     env: RunEnv
     log: logging.Logger
+    scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(dir=scratch_root())))
     headline: dict[str, float] = field(default_factory=dict)
+    # Inputs staged into `scratch` on this node: local path -> store URI (empty on a local store). Work
+    # this stage hands to other processes (Ray Train workers, RL roles) stages them again on their own
+    # node and rebases the paths (`staged_inputs()`, `components.core.staging`).
+    staged: dict[str, str] = field(default_factory=dict)
+    _digests: dict[str, str] = field(default_factory=dict)
+    _inputs: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
     def work_uri(self) -> str:
@@ -256,18 +269,43 @@ class StageContext:
     def output_uri(self, name: str) -> str:
         return self.store.join(self.work_uri, name)
 
-    def output_path(self, name: str) -> Path:
-        """Local directory for output `name` (created). Local stores only; see `ArtifactStore`."""
-        path = self.store.local_path(self.output_uri(name))
-        path.mkdir(parents=True, exist_ok=True)
+    def local_input(self, artifact: Artifact | str) -> Path:
+        """A local path holding an input (artifact or URI) until the stage ends: the path itself on a
+        local store, a copy in this node's scratch otherwise (staged once per stage run)."""
+        uri = artifact if isinstance(artifact, str) else artifact.uri
+        for local, staged_uri in self.staged.items():
+            if staged_uri == uri:
+                return Path(local)
+        path = self._inputs.enter_context(stage_in(uri))
+        if str(path) != uri:
+            self.staged[str(path)] = uri
         return path
+
+    @contextlib.contextmanager
+    def output_dir(self, name: str) -> Iterator[Path]:
+        """A local directory for output `name`, in the store when the block ends without an error (see
+        `stage_out`); the local copy stays readable until the stage ends (e.g. for the tracker). Its
+        digest is taken from the local copy, so `artifact(name)` reads nothing back."""
+        with stage_out(self.output_uri(name), within=self.scratch) as local:
+            yield local
+            self._digests[name] = ArtifactStore(str(local)).digest(str(local))
+
+    def staged_inputs(self) -> StagedInputs:
+        """What this stage staged, for work it hands to processes that may run on other nodes."""
+        return StagedInputs(node_id=ray_node_id(), paths=dict(self.staged))
+
+    def close(self) -> None:
+        """Remove what this stage staged and its scratch directory."""
+        self._inputs.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def scratch_uri(self, name: str) -> str:
         return self.store.join(self.work_uri, "_work", name)
 
     def artifact(self, name: str, kind: str, **meta: Any) -> Artifact:
         uri = self.output_uri(name)
-        return Artifact(uri=uri, kind=kind, digest=self.store.digest(uri), meta=meta)
+        digest = self._digests.get(name) or self.store.digest(uri)
+        return Artifact(uri=uri, kind=kind, digest=digest, meta=meta)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.tracker.log_metrics(metrics, step)
@@ -376,13 +414,19 @@ def run_stage(
         log.info("%s: forced, discarding the cached outputs in %s", stage.name, work_uri)
         store.remove(work_uri)
     store.makedirs(work_uri)
+    # The tracker spools artifacts (and, if the server stays away, its backlog) beside the outputs on a
+    # local store; on an object store in node-local scratch, removed once everything has been sent.
+    local_spool = store.is_local
+    spool = (
+        Path(work_uri, "_tracking") if local_spool else scratch_root() / "tracking" / f"{stage.name}-{key}"
+    )
     tracker = Tracker(
         env.tracking_uri,
         env.experiment,
         run_name=stage.name,
         parent_run_id=env.parent_run_id,
         tags={**_run_tags(stage, key, env), "gptrecipe.cache": "miss"},
-        spool_dir=Path(work_uri, "_tracking") if store.is_local else None,
+        spool_dir=spool,
         artifact_location=env.artifact_location,
     )
     tracker.log_params(flatten(config.model_dump(mode="json")))
@@ -396,35 +440,42 @@ def run_stage(
         env=env,
         log=logging.getLogger(f"gptrecipe.{stage.name}"),
     )
-    log.info("%s: running (key %s)", stage.name, key)
+    log.info("%s: running (key %s) on node %s", stage.name, key, ray_node_id() or "-")
     started = time.time()
     try:
-        outputs = stage.fn(ctx, config, inputs)
-        missing = set(stage.outputs) - set(outputs or {})
-        if missing:
-            raise RuntimeError(f"stage {stage.name} did not produce its declared outputs {sorted(missing)}")
-    except BaseException as e:
-        tracker.set_tags({"gptrecipe.error": f"{type(e).__name__}: {e}"[:5000]})
-        tracker.finish("FAILED")
-        raise
-    duration = time.time() - started
-    tracker.log_metrics({"stage_duration_s": duration})
-    tracker.flush()
-    record = StageRecord(
-        stage=stage.name,
-        status="done",
-        key=key,
-        outputs=outputs,
-        metrics=ctx.headline,
-        duration_s=duration,
-        mlflow_run_id=tracker.run_id,
-        produced_by_run=tracker.run_id,
-        finished_at=time.time(),
-    )
-    # The success record goes last: only now does this key count as finished. Unsorted, so that a
-    # cached stage's headline metrics print in the order the stage chose.
-    store.write_json(store.join(work_uri, RECORD_NAME), record.model_dump(mode="json"), sort_keys=False)
-    tracker.finish()
+        try:
+            outputs = stage.fn(ctx, config, inputs)
+            missing = set(stage.outputs) - set(outputs or {})
+            if missing:
+                raise RuntimeError(
+                    f"stage {stage.name} did not produce its declared outputs {sorted(missing)}"
+                )
+        except BaseException as e:
+            tracker.set_tags({"gptrecipe.error": f"{type(e).__name__}: {e}"[:5000]})
+            tracker.finish("FAILED")
+            raise
+        duration = time.time() - started
+        tracker.log_metrics({"stage_duration_s": duration})
+        tracker.flush()
+        record = StageRecord(
+            stage=stage.name,
+            status="done",
+            key=key,
+            outputs=outputs,
+            metrics=ctx.headline,
+            duration_s=duration,
+            mlflow_run_id=tracker.run_id,
+            produced_by_run=tracker.run_id,
+            finished_at=time.time(),
+            node_id=ray_node_id(),
+        )
+        # The success record goes last: only now does this key count as finished. Unsorted, so that a
+        # cached stage's headline metrics print in the order the stage chose.
+        store.write_json(store.join(work_uri, RECORD_NAME), record.model_dump(mode="json"), sort_keys=False)
+        if tracker.finish() and not local_spool:
+            shutil.rmtree(spool, ignore_errors=True)
+    finally:
+        ctx.close()
     log.info("%s: done in %.1fs", stage.name, duration)
     return record
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.core.artifacts import scratch_root
+
 log = logging.getLogger("gptrecipe.tracking")
 
 # MLflow's HTTP client retries a dead server for minutes by default (7 retries, back-off factor 2,
@@ -88,6 +90,7 @@ class Tracker:
         self.run_id = run_id
         self.artifact_location = artifact_location or default_artifact_location(tracking_uri)
         self.spool_dir = Path(spool_dir) if spool_dir else None
+        self._own_spool = False  # a temporary spool this tracker made, emptied as it sends
         self.flush_every_s = flush_every_s
         self._buffer = _Buffer()
         self._initial_tags = {k: str(v) for k, v in (tags or {}).items()}
@@ -163,10 +166,11 @@ class Tracker:
     # -- sending ---------------------------------------------------------------------------------
 
     def _spool_root(self) -> Path:
-        if self.spool_dir is None:
+        if self.spool_dir is None:  # this node's scratch; what was sent from it is removed (`_send`)
             import tempfile
 
-            self.spool_dir = Path(tempfile.mkdtemp(prefix="gptrecipe-tracking-"))
+            self.spool_dir = Path(tempfile.mkdtemp(prefix="tracking-", dir=scratch_root()))
+            self._own_spool = True
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         return self.spool_dir
 
@@ -254,6 +258,8 @@ class Tracker:
             path, artifact_path = buf.artifacts[0]
             if Path(path).exists():
                 client.log_artifact(run_id, path, artifact_path)
+                if self._own_spool and Path(path).is_relative_to(self.spool_dir):
+                    Path(path).unlink()
             else:
                 log.warning("artifact %s vanished before it could be logged", path)
             buf.artifacts.pop(0)

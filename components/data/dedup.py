@@ -555,7 +555,6 @@ def _check_input(ctx: StageContext, documents: Artifact, shards: list[str]) -> N
     outputs=("documents", "dropped"),
     cpus=0,  # fans out Ray tasks (per shard, per band), each reserving its own CPU
     passthrough={"documents": "documents"},
-    code=("components.data.minhash",),
 )
 def dedup(ctx: StageContext, config: DedupConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """Drop exact and near duplicates (MinHash-LSH), keeping the earliest document of each cluster."""

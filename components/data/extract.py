@@ -287,7 +287,6 @@ def extract_truth(
     outputs=("documents", "dropped"),
     cpus=0,  # fans out one Ray task per shard, each reserving its own CPU
     passthrough={"documents": "documents"},
-    code=("components.data.junk_truth",),
 )
 def extract(ctx: StageContext, config: ExtractConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """Extract each page's main text with trafilatura; drop pages that yield none, by failure kind."""

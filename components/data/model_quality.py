@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import random
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection
@@ -44,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from components.core.artifacts import Artifact, ArtifactStore
+from components.core.artifacts import Artifact, ArtifactStore, scratch_dir, stage_in
 from components.core.config import ConfigError, StageConfig
 from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext, stage
@@ -224,14 +223,13 @@ def score_documents(model: Any, docs: list[Document], config: ModelQualityConfig
     return good_scores(model, texts, config.positive_label)
 
 
-def _model(store_root: str, model_uri: str) -> Any:
-    store = ArtifactStore(store_root)
-    with store.as_local(model_uri) as path:  # fastText reads the whole file; a download may then go
+def _model(model_uri: str) -> Any:
+    with stage_in(model_uri) as path:  # fastText reads the whole file; a download may then go
         return load_classifier(str(path))
 
 
 def make_blocks(config: ModelQualityConfig, store_root: str, model_uri: str, cutoff: float) -> list[Block]:
-    return [ModelQuality(_model(store_root, model_uri), config, cutoff)]
+    return [ModelQuality(_model(model_uri), config, cutoff)]
 
 
 def no_blocks() -> list[Block]:
@@ -247,7 +245,7 @@ def shard_histogram(
     def compute() -> dict:
         docs = read_documents(store, store.join(in_uri, shard), columns=["text"])
         histogram = LogitHistogram()
-        histogram.add(score_documents(_model(store_root, model_uri), docs, config))
+        histogram.add(score_documents(_model(model_uri), docs, config))
         return {"bins": histogram.to_json()}
 
     return resumable(store, store.join(done_uri, shard + ".json"), compute)
@@ -317,7 +315,7 @@ def install_given_model(
     with fsspec.open(path, "rb") as src, ctx.store.atomic_write(model_uri) as dst:
         while chunk := src.read(1 << 22):
             dst.write(chunk)
-    with ctx.store.as_local(model_uri) as local:
+    with stage_in(model_uri) as local:
         try:
             labels = probe_fasttext(local)
         except RuntimeError as e:
@@ -358,14 +356,14 @@ def train_classifier(
     examples = {config.positive_label: positives, NEGATIVE_LABEL: negatives}
     lines = training_lines(examples, config.balance, rng)
     model_uri = ctx.store.join(out_uri, "model.bin")
-    with tempfile.TemporaryDirectory(prefix="gptrecipe-model-quality-") as tmp:
+    with scratch_dir("gptrecipe-model-quality-") as tmp:
         train_file, model_file = Path(tmp, "train.txt"), Path(tmp, "model.bin")
         train_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
         started = time.perf_counter()
         train_fasttext(train_file, model_file, config.fasttext_params(ctx.seed))
         seconds = time.perf_counter() - started
         ctx.store.upload(model_file, model_uri)
-    model = _model(ctx.store.root, model_uri)
+    model = _model(model_uri)
     stats = {
         "source": source,
         "reference_documents": len(positives),
@@ -393,9 +391,9 @@ def log_classifier(ctx: StageContext, model_uri: str, stats: dict) -> None:
     ctx.tracker.log_dict(stats, "classifier/classifier.json")
     if ctx.store.is_local:
         ctx.tracker.log_artifact(model_uri, "classifier")
-    else:  # the tracker may send later: give it a local copy that outlives the stage's temp files
-        local = Path(tempfile.mkdtemp(prefix="gptrecipe-classifier-"), Path(model_uri).name)
-        ctx.store.fs.get(model_uri, str(local))
+    else:  # the tracker may send later: a copy in the stage's scratch, which outlives the tracker's flush
+        local = ctx.scratch / Path(model_uri).name
+        ctx.store.fs.get_file(model_uri, str(local))
         ctx.tracker.log_artifact(local, "classifier")
     numbers = {k: v for k, v in stats.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     ctx.log_metrics({f"classifier.{k}": v for k, v in numbers.items()})
@@ -449,7 +447,6 @@ def report_truth(ctx: StageContext, inputs: dict[str, Artifact], outputs: dict[s
     outputs=("documents", "dropped", "classifier"),
     cpus=0,  # fans out one Ray task per shard; the training before is one child process for seconds
     passthrough={"documents": "documents"},
-    code=("components.data.quality_classifier", "components.data.junk_truth"),
     preflight=check_sources,
 )
 def model_quality(

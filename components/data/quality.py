@@ -100,7 +100,6 @@ def report_truth(ctx: StageContext, inputs: dict[str, Artifact], dropped: Artifa
     outputs=("documents", "dropped"),
     cpus=0,  # fans out one Ray task per shard, each reserving its own CPU
     passthrough={"documents": "documents"},
-    code=("components.data.quality_rules", "components.data.junk_truth"),
 )
 def quality(ctx: StageContext, config: QualityConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """Heuristic quality filters (Gopher repetition, Gopher quality, C4, FineWeb) in one pass."""

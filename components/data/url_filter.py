@@ -320,7 +320,7 @@ def url_truth(labels: dict[str, dict], entering: list[str], dropped: dict[str, s
     outputs=("documents", "dropped"),
     cpus=0,  # fans out one Ray task per shard, each reserving its own CPU
     passthrough={"documents": "documents"},
-    code=("components.data.junk_truth", "components/data/blocklists"),
+    data_files=("components/data/blocklists",),
 )
 def url_filter(
     ctx: StageContext, config: UrlFilterConfig, inputs: dict[str, Artifact]

@@ -31,8 +31,10 @@ seen prompts. Everything, per task and per relation included, goes to MLflow.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import tempfile
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ from components.core.artifacts import Artifact
 from components.core.config import ConfigError, StageConfig
 from components.core.parallel import ray_running
 from components.core.stage import StageContext, stage
+from components.core.staging import StagedInputs, restage
 from components.eval.bits_per_byte import corpus_bits_per_byte
 from components.eval.chat_eval import chat_eval, format_samples
 from components.eval.multiple_choice import benchmark_items, score_items
@@ -66,7 +69,16 @@ HEADLINE = (
     "benchmark_acc_norm",
     "bpb",
 )
-TABLE = (*HEADLINE, "ended_rate", "leaked_role_rate", "mean_response_tokens", "seen_rm_score", "val_loss")
+TABLE = (
+    *HEADLINE,
+    "ended_rate",
+    "leaked_role_rate",
+    "mean_response_tokens",
+    "seen_rm_score",
+    "val_loss",
+    "lm_eval_acc",
+    "lm_eval_acc_norm",
+)
 
 
 class EvaluateConfig(StageConfig):
@@ -113,6 +125,13 @@ class EvaluateConfig(StageConfig):
     torch_threads: int | None = Field(
         None, ge=1, description="Torch threads per model task; None = its reserved CPUs (Ray's default)."
     )
+    lm_eval: bool = Field(
+        False,
+        description="Also score the benchmark through lm-evaluation-harness (our `gptrecipe` model adapter "
+        "on the same items, as a local task): lm_eval_acc / lm_eval_acc_norm, which equal benchmark_acc "
+        "/ benchmark_acc_norm. Off by default: it scores the benchmark twice, and needs lm-eval (the hf "
+        "extra), which is not a runtime dependency.",
+    )
 
 
 def check_inputs(config: StageConfig, available: Collection[str]) -> None:
@@ -121,6 +140,11 @@ def check_inputs(config: StageConfig, available: Collection[str]) -> None:
         raise ConfigError(
             f"evaluate has no model to evaluate: wire at least one of the inputs {', '.join(MODELS)} "
             "(pretrain.model, sft.model, ppo.policy, grpo.policy) or switch evaluate off"
+        )
+    if getattr(config, "lm_eval", False) and importlib.util.find_spec("lm_eval") is None:
+        raise ConfigError(
+            "evaluate.lm_eval is true but lm-evaluation-harness is not installed: "
+            "pip install -e '.[hf]' (with infra/constraints.txt), or set evaluate.lm_eval=false"
         )
     if not any(d in available for d in ("prompts", "benchmark", "tokens")):
         raise ConfigError(
@@ -190,6 +214,10 @@ def evaluate_model(job: ModelJob) -> dict[str, Any]:
         metrics["benchmark_items"] = float(result.items)
         out["by_relation"] = result.by_group
         seconds["benchmark"] = time.perf_counter() - started
+        if cfg.lm_eval:
+            started = time.perf_counter()
+            metrics.update(lm_eval_benchmark(model, tok, job.benchmark, cfg.batch_size))
+            seconds["lm_eval"] = time.perf_counter() - started
 
     if job.tokens_dir:
         started = time.perf_counter()
@@ -238,21 +266,77 @@ def evaluate_model(job: ModelJob) -> dict[str, Any]:
     return out
 
 
+def lm_eval_benchmark(model, tok, records: list[dict[str, Any]], batch_size: int) -> dict[str, float]:
+    """The benchmark scored by lm-evaluation-harness: {lm_eval_acc, lm_eval_acc_norm}."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from components.eval.lm_eval_adapter import GPTRecipeLM
+    from components.eval.lm_eval_tasks import FACTS_TASK, write_fact_task
+
+    with tempfile.TemporaryDirectory(prefix="lm-eval-") as task_dir:
+        write_fact_task(records, task_dir)
+        results = lm_eval.simple_evaluate(
+            model=GPTRecipeLM(model=model, tokenizer=tok, batch_size=batch_size),
+            tasks=[FACTS_TASK],
+            task_manager=TaskManager(include_path=task_dir, include_defaults=False),
+            bootstrap_iters=0,  # no standard errors: the point estimate is what we report
+            log_samples=False,
+        )
+    scores = results["results"][FACTS_TASK]
+    return {"lm_eval_acc": float(scores["acc,none"]), "lm_eval_acc_norm": float(scores["acc_norm,none"])}
+
+
 def map_models(
-    fn: Callable[[ModelJob], dict[str, Any]], jobs: Sequence[ModelJob], *, cpus: float, gpus: float
+    fn: Callable[[ModelJob], dict[str, Any]],
+    jobs: Sequence[ModelJob],
+    staged: StagedInputs,
+    *,
+    cpus: float,
+    gpus: float,
 ) -> list[dict[str, Any]]:
     """``[fn(job) for job in jobs]``, one Ray task per model when Ray is running (each reserving
     ``cpus`` and ``gpus``; even a single model, since the stage's own task reserves nothing), else in
-    this process. `components.core.parallel.parallel_map` with GPUs."""
+    this process. `components.core.parallel.parallel_map` with GPUs. A task on another node stages the
+    job's inputs there (`restage`)."""
     if not ray_running():
         return [fn(job) for job in jobs]
     import ray
 
-    remote = ray.remote(fn).options(num_cpus=cpus, num_gpus=gpus, max_retries=1, name="evaluate_model")
-    return ray.get([remote.remote(job) for job in jobs])
+    remote = ray.remote(_on_this_node).options(
+        num_cpus=cpus, num_gpus=gpus, max_retries=1, name="evaluate_model"
+    )
+    return ray.get([remote.remote(fn, job, staged) for job in jobs])
+
+
+def _on_this_node(fn: Callable[[ModelJob], dict[str, Any]], job: ModelJob, staged: StagedInputs) -> dict:
+    with restage(staged) as move:
+        return fn(move(job))
 
 
 # --- what the stage derives from all models ----------------------------------------------------------
+
+
+def write_report(
+    out_dir: Path, per_model: dict[str, dict], report: dict[str, Any], table: str, config: EvaluateConfig
+) -> None:
+    """The report output: picked samples per model, evaluation.json, the table and the figure."""
+    for name, r in per_model.items():
+        picked = [
+            {"split": split, **s}
+            for split, samples in r["samples"].items()
+            for s in pick_samples(samples, config.samples_per_task)
+        ]
+        with (out_dir / f"samples_{name}.jsonl").open("w", encoding="utf-8") as f:
+            for s in picked:
+                f.write(json.dumps(s, ensure_ascii=False) + "\n")
+    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    (out_dir / "table.txt").write_text(table + "\n")
+    figure = comparison_figure(report["models"])
+    figure.savefig(out_dir / "comparison.png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
 
 
 def rm_auc(samples: Sequence[dict[str, Any]]) -> tuple[float | None, int]:
@@ -368,24 +452,11 @@ def _read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
     outputs=("report",),
     cpus=0,  # only coordinates: each model's Ray task reserves cpus_per_model / gpus_per_model
     preflight=check_inputs,
-    # Everything the numbers depend on; bits per byte is pretraining's own arithmetic (pretrain, packing).
-    code=(
-        "components.eval.multiple_choice",
-        "components.eval.bits_per_byte",
-        "components.eval.chat_eval",
-        "components.model.gpt",
-        "components.model.generate",
-        "components.model.heads",
-        "components.tokenizer.chat",
-        "components.train.pretrain",
-        "components.train.packing",
-        "components.world.verifiers",
-    ),
 )
 def evaluate(ctx: StageContext, config: EvaluateConfig, inputs: dict[str, Artifact]) -> dict:
     """Every model of the run on the fact benchmark, held-out bits/byte and chat prompts (verifier, RM)."""
     check_inputs(config, inputs)
-    local = {name: str(ctx.store.local_path(art.uri)) for name, art in inputs.items()}
+    local = {name: str(ctx.local_input(art)) for name, art in inputs.items()}
     models = [m for m in MODELS if m in inputs]
 
     benchmark: list[dict[str, Any]] = []
@@ -431,7 +502,9 @@ def evaluate(ctx: StageContext, config: EvaluateConfig, inputs: dict[str, Artifa
         f"up to {config.max_val_tokens} val tokens" if tokens_dir else "no bits per byte",
     )
     started = time.perf_counter()
-    results = map_models(evaluate_model, jobs, cpus=config.cpus_per_model, gpus=config.gpus_per_model)
+    results = map_models(
+        evaluate_model, jobs, ctx.staged_inputs(), cpus=config.cpus_per_model, gpus=config.gpus_per_model
+    )
     wall = time.perf_counter() - started
     per_model = {job.name: r for job, r in zip(jobs, results, strict=True)}
     table_metrics = {name: r["metrics"] for name, r in per_model.items()}
@@ -452,21 +525,9 @@ def evaluate(ctx: StageContext, config: EvaluateConfig, inputs: dict[str, Artifa
         if auc is not None:
             headline["reward_model.auc"] = auc
 
-    out_dir = ctx.output_path("report")
-    for name, r in per_model.items():
-        picked = [
-            {"split": split, **s}
-            for split, samples in r["samples"].items()
-            for s in pick_samples(samples, config.samples_per_task)
-        ]
-        with (out_dir / f"samples_{name}.jsonl").open("w", encoding="utf-8") as f:
-            for s in picked:
-                f.write(json.dumps(s, ensure_ascii=False) + "\n")
-    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     table = format_table(table_metrics)
-    (out_dir / "table.txt").write_text(table + "\n")
-    figure = comparison_figure(table_metrics)
-    figure.savefig(out_dir / "comparison.png", dpi=110, bbox_inches="tight")
+    with ctx.output_dir("report") as out_dir:
+        write_report(out_dir, per_model, report, table, config)
 
     # Headline: each metric across the models before the next metric, so the run summary's first
     # columns compare the models on accuracy.

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +34,7 @@ import xxhash
 from pydantic import Field
 from tokenizers import Tokenizer
 
-from components.core.artifacts import Artifact, ArtifactStore
+from components.core.artifacts import Artifact, ArtifactStore, scratch_dir, stage_in
 from components.core.config import ConfigError, StageConfig
 from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext, stage
@@ -106,7 +105,7 @@ _TOKENIZERS: dict[str, Tokenizer] = {}  # per worker process: shards of one run 
 
 def _tokenizer(store: ArtifactStore, uri: str, digest: str) -> Tokenizer:
     if digest not in _TOKENIZERS:
-        with store.as_local(store.join(uri, TOKENIZER_FILE)) as path:
+        with stage_in(store.join(uri, TOKENIZER_FILE)) as path:
             _TOKENIZERS[digest] = load_tokenizer(path)
     return _TOKENIZERS[digest]
 
@@ -142,7 +141,7 @@ def _shard_writer(store: ArtifactStore, uri: str, vocab_size: int, eot: int) -> 
             if writer.n_tokens == 0:
                 writer.abort()
         return
-    with tempfile.TemporaryDirectory(prefix="gptrecipe-tokens-") as tmp:
+    with scratch_dir("gptrecipe-tokens-") as tmp:
         local = os.path.join(tmp, os.path.basename(uri))
         with ShardWriter(local, vocab_size=vocab_size, eot_id=eot) as writer:
             yield writer
@@ -251,7 +250,6 @@ def check_enough_tokens(config: TokenizeConfig, totals: dict[str, int], docs_uri
     inputs=("documents", "tokenizer"),
     outputs=("tokens",),
     cpus=0,  # coordinates one Ray task per shard; those reserve the CPUs
-    code=("components.tokenizer.bpe", "components.tokenizer.shards"),
 )
 def tokenize(ctx: StageContext, config: TokenizeConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """Encode document shards into uint16/uint32 token shards, split into train/val by document."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from tokenizers import Tokenizer
 
-from components.core.artifacts import Artifact, ArtifactStore
+from components.core.artifacts import Artifact, ArtifactStore, scratch_dir
 from components.core.config import ConfigError, StageConfig
 from components.core.stage import StageContext, stage
 from components.data.documents import list_shards
@@ -192,7 +191,7 @@ def load_given_tokenizer(path: str) -> Tokenizer:
     """Load `tokenizer_path` (a local path or any fsspec URL), as a config error when it cannot be used."""
     try:
         if "://" in path and not path.startswith("file://"):
-            with fsspec.open(path, "rb") as f, tempfile.TemporaryDirectory() as tmp:
+            with fsspec.open(path, "rb") as f, scratch_dir() as tmp:
                 local = os.path.join(tmp, TOKENIZER_FILE)
                 with open(local, "wb") as out:
                     out.write(f.read())
@@ -252,7 +251,6 @@ def show_tokens(tok: Tokenizer, text: str) -> str:
     inputs=("documents",),
     outputs=("tokenizer",),
     cpus=1,
-    code=("components.tokenizer.bpe", "components.tokenizer.tokenize"),
 )
 def train_tokenizer(
     ctx: StageContext, config: TrainTokenizerConfig, inputs: dict[str, Artifact]

@@ -272,18 +272,6 @@ def _preflight(config: PPOConfig, inputs: Collection[str]) -> None:
     optional_inputs=("critic_init",),
     outputs=("policy",),
     cpus=0,  # only coordinates: the roles' actors reserve the CPUs / GPUs
-    code=(
-        "components.train.rl_rollout",
-        "components.train.rl_roles",
-        "components.train.rl_monitor",
-        "components.train.rl_math",
-        "components.train.trainer",
-        "components.model.generate",
-        "components.model.gpt",
-        "components.model.heads",
-        "components.eval.chat_eval",
-        "components.world.verifiers",
-    ),
     preflight=_preflight,
 )
 def ppo(ctx: StageContext, config: PPOConfig, inputs: dict) -> dict:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from safetensors import safe_open
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
+from components.core.artifacts import scratch_dir
 from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
 from components.core.tracking import TrackerHandle
@@ -348,12 +348,11 @@ def check_weights_fit(directory: Path, model: GPTConfig) -> None:
     inputs=("tokens", "tokenizer"),
     outputs=("model",),
     cpus=0,  # only coordinates: the Ray Train workers reserve the CPUs / GPUs
-    code=("components.train.trainer", "components.train.packing", "components.model.gpt"),
 )
 def pretrain(ctx: StageContext, config: PretrainConfig, inputs: dict) -> dict:
     """Pretrains a GPT on the token shards with Ray Train (DDP/FSDP2), resumable from checkpoints."""
-    tokens_dir = ctx.store.local_path(inputs["tokens"].uri)
-    tokenizer_file = ctx.store.local_path(inputs["tokenizer"].uri) / TOKENIZER_FILE
+    tokens_dir = ctx.local_input(inputs["tokens"])
+    tokenizer_file = ctx.local_input(inputs["tokenizer"]) / TOKENIZER_FILE
     seed = ctx.seed if config.seed is None else config.seed
     plan = plan_pretraining(config, tokens_dir, tokenizer_file, seed=seed)
 
@@ -388,13 +387,14 @@ def pretrain(ctx: StageContext, config: PretrainConfig, inputs: dict) -> dict:
         "unigram_entropy_nats": entropy,
         "train_tokens": plan.train_tokens,
     }
-    save_model_dir(
-        model,
-        ctx.output_path("model"),
-        tokenizer_path=tokenizer_file,
-        extra={"stage": "pretrain", "training": summary},
-        overwrite=True,
-    )
+    with ctx.output_dir("model") as out:
+        save_model_dir(
+            model,
+            out,
+            tokenizer_path=tokenizer_file,
+            extra={"stage": "pretrain", "training": summary},
+            overwrite=True,
+        )
     ctx.report(
         val_loss=summary["val_loss"],
         val_bpb=summary["val_bpb"],
@@ -528,7 +528,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             }
             progress = {"step": step, "data": data.position.to_dict(), "timing": timing, "summary": summary}
             logger.flush()  # what is logged up to this checkpoint reaches MLflow before it counts
-            with tempfile.TemporaryDirectory(prefix="gptrecipe-ckpt-") as tmp:
+            with scratch_dir("gptrecipe-ckpt-") as tmp:
                 save_checkpoint(tmp, model, optimizer, progress, runtime)
                 report_checkpoint(tmp, {"step": step, **summary}, step)
             paused = True

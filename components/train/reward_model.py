@@ -31,7 +31,6 @@ Output: the `reward_model` directory (`save_scalar_model_dir`, kind "reward_mode
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from components.core.artifacts import scratch_dir
 from components.core.config import ConfigError, validate
 from components.core.stage import StageContext, stage
 from components.core.tracking import TrackerHandle
@@ -252,21 +252,12 @@ def plan_reward_model(
     inputs=("model", "preferences"),
     outputs=("reward_model",),
     cpus=0,  # only coordinates: the Ray Train workers reserve the CPUs / GPUs
-    code=(
-        "components.train.trainer",
-        "components.train.chat_batches",
-        "components.model.heads",
-        "components.model.gpt",
-        "components.tokenizer.chat",
-    ),
 )
 def reward_model(ctx: StageContext, config: RewardModelConfig, inputs: dict) -> dict:
     """Trains a reward model (SFT trunk + scalar head) on preference pairs with Ray Train."""
-    model_dir = ctx.store.local_path(inputs["model"].uri)
+    model_dir = ctx.local_input(inputs["model"])
     seed = ctx.seed if config.seed is None else config.seed
-    plan, stats = plan_reward_model(
-        config, model_dir, ctx.store.local_path(inputs["preferences"].uri), seed=seed
-    )
+    plan, stats = plan_reward_model(config, model_dir, ctx.local_input(inputs["preferences"]), seed=seed)
     ctx.log.info(
         "%d pairs (%d skipped as too long), %d steps of %d pairs",
         stats.kept,
@@ -284,14 +275,15 @@ def reward_model(ctx: StageContext, config: RewardModelConfig, inputs: dict) -> 
     )
     summary = {**progress["summary"], "steps": plan.max_steps, "seed": seed, **plan.render}
     reward_stats = summary.pop("reward_stats")
-    save_scalar_model_dir(
-        model,
-        ctx.output_path("reward_model"),
-        kind="reward_model",
-        tokenizer_path=plan.tokenizer_file,
-        extra={"stage": "reward_model", "reward_stats": reward_stats, "training": summary},
-        overwrite=True,
-    )
+    with ctx.output_dir("reward_model") as out:
+        save_scalar_model_dir(
+            model,
+            out,
+            kind="reward_model",
+            tokenizer_path=plan.tokenizer_file,
+            extra={"stage": "reward_model", "reward_stats": reward_stats, "training": summary},
+            overwrite=True,
+        )
     val = summary["val"]
     ctx.report(
         val_accuracy=val["accuracy"],
@@ -449,7 +441,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             summary["pairs_per_s"] = timing["pairs"] / timing["seconds"] if timing["seconds"] else 0.0
             progress = {"step": step, "data": data.position.to_dict(), "timing": timing, "summary": summary}
             logger.flush()
-            with tempfile.TemporaryDirectory(prefix="gptrecipe-ckpt-") as tmp:
+            with scratch_dir("gptrecipe-ckpt-") as tmp:
                 save_checkpoint(tmp, model, optimizer, progress, runtime)
                 report_checkpoint(tmp, {"step": step}, step)
             paused = True

@@ -49,9 +49,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import torch
 from torch import Tensor, nn
 
+from components.core.artifacts import stage_in, stage_out, tree_digest
+from components.core.staging import StagedInputs, restage
 from components.eval.chat_eval import is_verifiable, verifier_info
 from components.model.checkpoint import load_model_dir, save_model_dir
 from components.model.generate import generate
@@ -186,11 +189,20 @@ class _Trainable(_Role):
         )
         return torch.randperm(size, generator=generator)
 
-    def save(self, directory: str) -> None:
-        """Weights (safetensors), optimizer state and RNG state into `directory` (trainer's layout)."""
+    def save(self, uri: str) -> None:
+        """Weights (safetensors), optimizer state and RNG state into the directory `uri` (a store path
+        or URL; the trainer's layout)."""
+        with stage_out(uri) as directory:
+            self._save(directory)
+
+    def load(self, uri: str) -> None:
+        with stage_in(uri) as directory:
+            self._load(directory)
+
+    def _save(self, directory: Path) -> None:
         save_checkpoint(directory, self.model, self.optimizer, {"role": self.role}, self.runtime)
 
-    def load(self, directory: str) -> None:
+    def _load(self, directory: Path) -> None:
         load_checkpoint_weights(directory, self.model)
         load_checkpoint_state(directory, self.model, self.optimizer, self.runtime)
 
@@ -369,18 +381,20 @@ class PolicyActor(_Trainable):
                 limit=limit,
             )
 
-    def save(self, directory: str) -> None:
-        super().save(directory)
-        torch.save(self.generator.get_state(), Path(directory) / GENERATOR_FILE)
+    def _save(self, directory: Path) -> None:
+        super()._save(directory)
+        torch.save(self.generator.get_state(), directory / GENERATOR_FILE)
 
-    def load(self, directory: str) -> None:
-        super().load(directory)
-        self.generator.set_state(torch.load(Path(directory) / GENERATOR_FILE, weights_only=True))
+    def _load(self, directory: Path) -> None:
+        super()._load(directory)
+        self.generator.set_state(torch.load(directory / GENERATOR_FILE, weights_only=True))
 
-    def export(self, path: str, tokenizer_file: str, extra: dict[str, Any]) -> str:
-        """Write the policy as a model directory (config.json, model.safetensors, tokenizer.json)."""
-        save_model_dir(self.model, path, tokenizer_path=tokenizer_file, extra=extra, overwrite=True)
-        return path
+    def export(self, uri: str, tokenizer_file: str, extra: dict[str, Any]) -> str:
+        """Write the policy as a model directory (config.json, model.safetensors, tokenizer.json) at
+        `uri`, a store path or URL; returns its digest."""
+        with stage_out(uri) as directory:
+            save_model_dir(self.model, directory, tokenizer_path=tokenizer_file, extra=extra, overwrite=True)
+            return tree_digest(fsspec.filesystem("file"), str(directory))
 
     def weights(self) -> dict[str, Tensor]:
         """The policy's weights on the CPU (tests compare runs with them)."""
@@ -627,17 +641,25 @@ class RoleSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-class ColocatedRoles:
-    """All roles of one run in one process: the ``colocate`` placement's single actor."""
+class RoleHost:
+    """Roles in one process: a Ray actor (all roles under ``colocate``, one under ``separate``) or the
+    caller itself (``inline``). Paths in the roles' arguments that point into inputs staged on the
+    stage's node are rebased onto copies staged on this host's node (`restage`), kept until `close`."""
 
-    def __init__(self, specs: dict[str, RoleSpec], threads: int) -> None:
+    def __init__(self, specs: dict[str, RoleSpec], threads: int, staged: StagedInputs) -> None:
+        self._staging = contextlib.ExitStack()
+        self._move = self._staging.enter_context(restage(staged))
         self.roles = {
-            name: spec.cls(*spec.args, threads=threads, **spec.kwargs) for name, spec in specs.items()
+            name: spec.cls(*self._move(spec.args), threads=threads, **self._move(spec.kwargs))
+            for name, spec in specs.items()
         }
         share_reward_model(self.roles)
 
     def call(self, role: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.roles[role], method)(*args, **kwargs)
+        return getattr(self.roles[role], method)(*self._move(args), **self._move(kwargs))
+
+    def close(self) -> None:
+        self._staging.close()
 
 
 def share_reward_model(roles: Mapping[str, Any]) -> None:
@@ -657,31 +679,34 @@ class _Ready:
 class RoleGroup:
     """The roles of one RL run, placed as `RoleSettings.placement` says; see the module docstring."""
 
-    def __init__(self, specs: dict[str, RoleSpec], settings: RoleSettings, *, name: str = "rl") -> None:
+    def __init__(
+        self,
+        specs: dict[str, RoleSpec],
+        settings: RoleSettings,
+        *,
+        name: str = "rl",
+        staged: StagedInputs | None = None,
+    ) -> None:
         self.placement = settings.placement
         self.names = list(specs)
-        self._actors: dict[str, Any] = {}
+        staged = staged or StagedInputs()
         if self.placement == "inline":
-            threads = settings.threads("colocated")
-            self._local = {n: s.cls(*s.args, threads=threads, **s.kwargs) for n, s in specs.items()}
-            share_reward_model(self._local)
+            self._local = RoleHost(specs, settings.threads("colocated"), staged)
             return
         import ray
 
+        def host(group: dict[str, RoleSpec], res: RoleResources, threads: int) -> Any:
+            actor = ray.remote(RoleHost).options(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=0)
+            return actor.remote(group, threads, staged)
+
         if self.placement == "colocate":
-            res = settings.colocated
-            actor = ray.remote(ColocatedRoles).options(
-                num_cpus=res.num_cpus, num_gpus=res.num_gpus, name=None, max_restarts=0
-            )
-            handle = actor.remote(specs, settings.threads("colocated"))
-            self._actors = dict.fromkeys(specs, handle)
+            shared = host(specs, settings.colocated, settings.threads("colocated"))
+            self._hosts = dict.fromkeys(specs, shared)
         else:
-            for role, spec in specs.items():
-                res = settings.resources(role)
-                actor = ray.remote(spec.cls).options(
-                    num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=0
-                )
-                self._actors[role] = actor.remote(*spec.args, threads=settings.threads(role), **spec.kwargs)
+            self._hosts = {
+                role: host({role: spec}, settings.resources(role), settings.threads(role))
+                for role, spec in specs.items()
+            }
         self.get([self.call(role, "ping") for role in specs])  # construction errors surface here
 
     def has(self, role: str) -> bool:
@@ -690,11 +715,8 @@ class RoleGroup:
     def call(self, role: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Start `role.method(*args)`; returns a future for `get` (Ray ObjectRef, or the value inline)."""
         if self.placement == "inline":
-            return _Ready(getattr(self._local[role], method)(*args, **kwargs))
-        actor = self._actors[role]
-        if self.placement == "colocate":
-            return actor.call.remote(role, method, *args, **kwargs)
-        return getattr(actor, method).remote(*args, **kwargs)
+            return _Ready(self._local.call(role, method, *args, **kwargs))
+        return self._hosts[role].call.remote(role, method, *args, **kwargs)
 
     def get(self, futures: Any) -> Any:
         """The value(s) of one future or a list of them (waits for Ray calls)."""
@@ -710,27 +732,31 @@ class RoleGroup:
         """The role object itself (inline placement only; tests inspect it)."""
         if self.placement != "inline":
             raise RuntimeError("local role objects exist only under the inline placement")
-        return self._local[role]
+        return self._local.roles[role]
 
     def shutdown(self) -> None:
         if self.placement == "inline":
+            self._local.close()
             return
         import ray
 
-        for actor in {id(a): a for a in self._actors.values()}.values():
+        hosts = list({id(h): h for h in self._hosts.values()}.values())
+        with contextlib.suppress(Exception):  # a host that died has nothing left to close
+            ray.get([h.close.remote() for h in hosts], timeout=60)
+        for h in hosts:
             with contextlib.suppress(Exception):
-                ray.kill(actor)
-        self._actors = {}
+                ray.kill(h)
+        self._hosts = {}
 
 
 __all__ = [
-    "ColocatedRoles",
     "Critic",
     "PolicyActor",
     "Reference",
     "RewardFunction",
     "RewardScorer",
     "RoleGroup",
+    "RoleHost",
     "RoleResources",
     "RoleSettings",
     "RoleSpec",

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -41,7 +39,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from components.core.artifacts import Artifact
+from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import ConfigError, StageConfig, StrictModel
 from components.core.stage import StageContext
 from components.train.rl_monitor import MonitorConfig, RLMonitor, curves_figure, sample_table
@@ -430,49 +428,45 @@ class PromptStream:
 
 
 class RLCheckpoints:
-    """Step directories under `root`, each complete once its state.json exists; the newest `keep` stay."""
+    """Step directories under `root` in the artifact store, each complete once its state.json exists;
+    the newest `keep` stay. The roles write their own parts (`save(uri)`), wherever they run."""
 
-    def __init__(self, root: Path, keep: int) -> None:
-        self.root, self.keep = Path(root), keep
+    def __init__(self, store: ArtifactStore, root: str, keep: int) -> None:
+        self.store, self.root, self.keep = store, root, keep
 
-    def _complete(self) -> list[tuple[int, Path]]:
-        if not self.root.is_dir():
-            return []
+    def _complete(self) -> list[tuple[int, str]]:
         steps = []
-        for d in self.root.glob("step_*"):
-            if (d / STATE_FILE).is_file():
-                steps.append((int(d.name.removeprefix("step_")), d))
+        for name in self.store.listdir(self.root):
+            if name.startswith("step_") and self.store.exists(self.store.join(self.root, name, STATE_FILE)):
+                steps.append((int(name.removeprefix("step_")), self.store.join(self.root, name)))
         return sorted(steps)
 
-    def latest(self) -> tuple[Path, dict[str, Any]] | None:
+    def latest(self) -> tuple[str, dict[str, Any]] | None:
         complete = self._complete()
         if not complete:
             return None
         _, directory = complete[-1]
-        return directory, json.loads((directory / STATE_FILE).read_text())
+        return directory, self.store.read_json(self.store.join(directory, STATE_FILE))
 
-    def directory(self, step: int) -> Path:
-        return self.root / f"step_{step:06d}"
+    def directory(self, step: int) -> str:
+        return self.store.join(self.root, f"step_{step:06d}")
 
-    def begin(self, step: int) -> Path:
+    def begin(self, step: int) -> str:
         """A fresh directory for step `step` (an unfinished one from a crash is cleared first)."""
         directory = self.directory(step)
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
+        self.store.remove(directory)
         return directory
 
     def commit(self, step: int, state: dict[str, Any]) -> None:
         """Write state.json last (atomically), then drop older and unfinished step directories."""
         directory = self.directory(step)
-        tmp = directory / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, directory / STATE_FILE)
-        complete = {d for _, d in self._complete()}
-        keep = {d for _, d in self._complete()[-self.keep :]}
-        for d in self.root.glob("step_*"):
-            if d not in keep and (d in complete or d != directory):
-                shutil.rmtree(d, ignore_errors=True)
+        self.store.write_json(self.store.join(directory, STATE_FILE), state)
+        complete = [d for _, d in self._complete()]
+        keep = set(complete[-self.keep :])
+        for name in self.store.listdir(self.root):
+            d = self.store.join(self.root, name)
+            if name.startswith("step_") and d not in keep and d != directory:
+                self.store.remove(d)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -562,7 +556,7 @@ class RLRun:
         context = check_models(self.paths, tok, config)
         algorithm.check_inputs(self.paths, context)
 
-        prompts_dir = ctx.store.local_path(inputs["prompts"].uri)
+        prompts_dir = ctx.local_input(inputs["prompts"])
         self.prompts = encode_prompts(
             tok,
             load_prompts(str(prompts_dir / "train.jsonl")),
@@ -588,9 +582,7 @@ class RLRun:
             {"derived.train_prompts": len(self.prompts), "derived.seed": config.seed_value}
             | {f"derived.dropped_prompts.{k}": v for k, v in self.prompts.dropped.items()}
         )
-        self.checkpoints = RLCheckpoints(
-            ctx.store.local_path(ctx.scratch_uri("checkpoints")), config.keep_checkpoints
-        )
+        self.checkpoints = RLCheckpoints(ctx.store, ctx.scratch_uri("checkpoints"), config.keep_checkpoints)
         self.spool_dir = ctx.scratch_uri("tracking") if ctx.store.is_local else None
         self.monitor = RLMonitor(config.monitor)
         self.stream = PromptStream(len(self.prompts), config.seed_value)
@@ -607,7 +599,10 @@ class RLRun:
         self.logger = self._logger(resumed_step=latest[1]["step"] if latest else None)
         while True:
             roles = RoleGroup(
-                self.algorithm.role_specs(self.paths), self.config.roles, name=self.algorithm.name
+                self.algorithm.role_specs(self.paths),
+                self.config.roles,
+                name=self.algorithm.name,
+                staged=self.ctx.staged_inputs(),
             )
             try:
                 self._restore(roles)
@@ -666,8 +661,9 @@ class RLRun:
             }
             return
         directory, state = latest
+        store = self.ctx.store
         roles.get(
-            [roles.call(role, "load", str(directory / role)) for role in self.algorithm.trainable_roles]
+            [roles.call(role, "load", store.join(directory, role)) for role in self.algorithm.trainable_roles]
         )
         self.stream.load_state_dict(state["prompts"])
         self.algorithm.load_state_dict(state["algorithm"])
@@ -750,9 +746,9 @@ class RLRun:
                 )
 
     def _checkpoint(self, roles: Any, step: int) -> None:
-        directory = self.checkpoints.begin(step)
+        directory, store = self.checkpoints.begin(step), self.ctx.store
         roles.get(
-            [roles.call(role, "save", str(directory / role)) for role in self.algorithm.trainable_roles]
+            [roles.call(role, "save", store.join(directory, role)) for role in self.algorithm.trainable_roles]
         )
         self.state |= {
             "prompts": self.stream.state_dict(),
@@ -832,7 +828,6 @@ class RLRun:
             plt.close(figure)
         ctx.tracker.log_dict(history, "curves/history.json")
 
-        out = ctx.output_path("policy")
         summary = {
             "iterations": step,
             "before": before,
@@ -841,9 +836,11 @@ class RLRun:
             "seed": cfg.seed_value,
         }
         extra = {"stage": name, "training": json.loads(json.dumps(summary, default=float))}
-        roles.get(roles.call("policy", "export", str(out), self.paths.tokenizer, extra))
+        out = ctx.output_uri("policy")
+        digest = roles.get(roles.call("policy", "export", out, self.paths.tokenizer, extra))
         self.logger.flush()
-        return {"policy": ctx.artifact("policy", kind="model", stage=name, iterations=step)}
+        meta = {"stage": name, "iterations": step}
+        return {"policy": Artifact(uri=out, kind="model", digest=digest, meta=meta)}
 
 
 def _kept_in_history(key: str) -> bool:
@@ -864,7 +861,7 @@ def _is_actor_death(error: BaseException) -> bool:
 
 def resolve_paths(ctx: StageContext, inputs: Mapping[str, Artifact]) -> RLPaths:
     """Local paths of the model inputs; the tokenizer is the policy directory's tokenizer.json."""
-    policy = ctx.store.local_path(inputs["policy"].uri)
+    policy = ctx.local_input(inputs["policy"])
     tokenizer = policy / TOKENIZER_FILE
     if not tokenizer.is_file():
         raise FileNotFoundError(
@@ -872,7 +869,7 @@ def resolve_paths(ctx: StageContext, inputs: Mapping[str, Artifact]) -> RLPaths:
         )
 
     def optional(name: str) -> str | None:
-        return str(ctx.store.local_path(inputs[name].uri)) if name in inputs else None
+        return str(ctx.local_input(inputs[name])) if name in inputs else None
 
     return RLPaths(
         policy=str(policy),

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import math
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from pydantic import Field, model_validator
 from tokenizers import Tokenizer
 from torch import nn
 
+from components.core.artifacts import scratch_dir
 from components.core.config import ConfigError, validate
 from components.core.stage import StageContext, stage
 from components.core.tracking import TrackerHandle
@@ -254,26 +254,13 @@ def plan_sft(
     inputs=("model", "sft", "prompts"),
     outputs=("model",),
     cpus=0,  # only coordinates: the Ray Train workers reserve the CPUs / GPUs
-    code=(
-        "components.train.trainer",
-        "components.train.chat_batches",
-        "components.eval.chat_eval",
-        "components.model.gpt",
-        "components.model.generate",
-        "components.tokenizer.chat",
-        "components.world.verifiers",
-    ),
 )
 def sft(ctx: StageContext, config: SFTConfig, inputs: dict) -> dict:
     """Fine-tunes the pretrained GPT on chat conversations (assistant-only loss) with Ray Train."""
-    model_dir = ctx.store.local_path(inputs["model"].uri)
+    model_dir = ctx.local_input(inputs["model"])
     seed = ctx.seed if config.seed is None else config.seed
     plan, stats = plan_sft(
-        config,
-        model_dir,
-        ctx.store.local_path(inputs["sft"].uri),
-        ctx.store.local_path(inputs["prompts"].uri),
-        seed=seed,
+        config, model_dir, ctx.local_input(inputs["sft"]), ctx.local_input(inputs["prompts"]), seed=seed
     )
     ctx.log.info(
         "%d conversations (%d skipped as too long, %d truncated), %d rows per epoch, %d steps of %d rows",
@@ -292,13 +279,14 @@ def sft(ctx: StageContext, config: SFTConfig, inputs: dict) -> dict:
 
     model, progress = train_on_workers(ctx, train_worker, config, plan, lambda: GPT(plan.model), name="sft")
     summary = {**progress["summary"], "steps": plan.max_steps, "seed": seed, **plan.render}
-    save_model_dir(
-        model,
-        ctx.output_path("model"),
-        tokenizer_path=plan.tokenizer_file,
-        extra={"stage": "sft", "training": summary},
-        overwrite=True,
-    )
+    with ctx.output_dir("model") as out:
+        save_model_dir(
+            model,
+            out,
+            tokenizer_path=plan.tokenizer_file,
+            extra={"stage": "sft", "training": summary},
+            overwrite=True,
+        )
     final_eval, base_eval = summary.get("eval", {}), summary.get("base", {})
     ctx.report(
         accuracy=final_eval.get("accuracy"),
@@ -444,7 +432,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             summary["tokens_per_s"] = timing["tokens"] / timing["seconds"] if timing["seconds"] else 0.0
             progress = {"step": step, "data": data.position.to_dict(), "timing": timing, "summary": summary}
             logger.flush()  # what is logged up to this checkpoint reaches MLflow before it counts
-            with tempfile.TemporaryDirectory(prefix="gptrecipe-ckpt-") as tmp:
+            with scratch_dir("gptrecipe-ckpt-") as tmp:
                 save_checkpoint(tmp, model, optimizer, progress, runtime)
                 report_checkpoint(tmp, {"step": step}, step)
             paused = True

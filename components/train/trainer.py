@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 
 from components.core.config import StageConfig, StrictModel
 from components.core.stage import StageContext
+from components.core.staging import restage
 from components.core.tracking import Tracker, TrackerHandle
 from components.model.checkpoint import CheckpointError, load_state_compatible
 
@@ -610,9 +612,10 @@ def train_on_workers(
         "plan": plan,
         "tracker": ctx.tracker_handle(),
         "spool_dir": ctx.scratch_uri("tracking") if ctx.store.is_local else None,
+        "staged": ctx.staged_inputs(),
     }
     result = launch(
-        train_fn,
+        functools.partial(_on_this_node, train_fn),
         loop_config,
         config.scaling,
         name=name,
@@ -628,6 +631,12 @@ def train_on_workers(
         model = build_model()
         load_checkpoint_weights(final, model)
     return model, progress
+
+
+def _on_this_node(train_fn: Callable[[dict[str, Any]], None], loop_config: dict[str, Any]) -> None:
+    """Run a worker's loop with the plan's input paths valid on this worker's node (`restage`)."""
+    with restage(loop_config["staged"]) as move:
+        train_fn({**loop_config, "plan": move(loop_config["plan"])})
 
 
 def report_checkpoint(directory: str | Path, metrics: dict[str, float], step: int) -> None:

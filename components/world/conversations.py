@@ -824,7 +824,6 @@ def _metrics(name: str, splits: dict[str, list[dict[str, Any]]], by: str | None)
     inputs=("knowledge",),
     outputs=("sft", "preferences", "prompts"),
     cpus=1,
-    code=("components.train.datasets", "components.tokenizer.chat", "components.world.chat_phrasing"),
 )
 def conversations(ctx: StageContext, config: ConversationsConfig, inputs: dict[str, Artifact]) -> dict:
     """Tiny-world SFT conversations, ranked preference pairs and RL prompts (or the user's, validated)."""

@@ -776,24 +776,14 @@ class WorldConfig(StageConfig):
     )
 
 
-# What the crawl's bytes depend on besides this module: the cache key must change when any of them does.
-_WORLD_CODE = (
-    "components/data/blocklists/domains.txt",  # the blocklisted hosts it draws junk pages from
-    "components.world.pages",
-    "components.world.noise",
-    "components.world.warc",
-    "components.world.knowledge",
-    "components.world.benchmark",
-    "components.world.languages",
-    *(f"components.world.templates_{code}" for code in SUPPORTED_LANGUAGES),
-)
+# What the crawl's bytes depend on besides the code it imports: the cache key must change when it does.
+_WORLD_DATA = ("components/data/blocklists/domains.txt",)  # the blocklisted hosts it draws junk pages from
 
 
-@stage("world", config=WorldConfig, outputs=("crawl", "knowledge"), cpus=1, code=_WORLD_CODE)
-def world(ctx: StageContext, config: WorldConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
-    """Generate the tiny world: an entity knowledge base and a labelled WARC crawl about it."""
-    cfg = config.crawl
-    crawl_dir, knowledge_dir = ctx.output_path("crawl"), ctx.output_path("knowledge")
+def write_world(
+    ctx: StageContext, cfg: CrawlConfig, crawl_dir: Path, knowledge_dir: Path
+) -> tuple[dict, KnowledgeBase, list[dict], list]:
+    """Generate the crawl into `crawl_dir` and the knowledge base and benchmark into `knowledge_dir`."""
     stats = generate_crawl(cfg, crawl_dir)
     # The knowledge base is its own artifact, so that stages which need only the facts (conversations,
     # evaluation) do not depend on the pages, and the crawl directory holds only WARCs and their labels.
@@ -834,6 +824,15 @@ def world(ctx: StageContext, config: WorldConfig, inputs: dict[str, Artifact]) -
         for it in items
     )
     write_atomic(knowledge_dir / "benchmark.jsonl", benchmark)
+    return stats, kb, labels, items
+
+
+@stage("world", config=WorldConfig, outputs=("crawl", "knowledge"), cpus=1, data_files=_WORLD_DATA)
+def world(ctx: StageContext, config: WorldConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
+    """Generate the tiny world: an entity knowledge base and a labelled WARC crawl about it."""
+    cfg = config.crawl
+    with ctx.output_dir("crawl") as crawl_dir, ctx.output_dir("knowledge") as knowledge_dir:
+        stats, kb, labels, items = write_world(ctx, cfg, crawl_dir, knowledge_dir)
 
     by_category = stats["by_category"]
     ctx.report(

@@ -143,8 +143,8 @@ class Cfg(StageConfig):
 @stage("counting", config=Cfg, outputs=("out",), cpus=0)
 def counting(ctx, config, inputs):
     """Writes a file and reports metrics while MLflow is away."""
-    path = ctx.output_path("out") / "n.txt"
-    path.write_text(str(config.n))
+    with ctx.output_dir("out") as out:
+        (out / "n.txt").write_text(str(config.n))
     for step in range(config.n):
         ctx.log_metrics({"progress": step}, step=step)
     ctx.tracker.log_text("hello", "notes.txt")

@@ -18,6 +18,7 @@ import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
+from components.core.artifacts import ArtifactStore
 from components.core.config import ConfigError
 from components.core.stage import run_stage
 from components.model.generate import generate
@@ -264,15 +265,16 @@ def test_prompt_stream_is_seeded_per_epoch_and_resumes_from_its_position():
 
 
 def test_checkpoints_count_only_when_state_is_written_and_keep_the_newest(tmp_path):
-    ckpt = RLCheckpoints(tmp_path, keep=2)
+    ckpt = RLCheckpoints(ArtifactStore(tmp_path), str(tmp_path), keep=2)
     for step in (2, 4, 6):
-        ckpt.begin(step)
+        (tmp_path / Path(ckpt.begin(step)).name / "policy").mkdir(parents=True)  # what a role writes
         ckpt.commit(step, {"step": step})
-    ckpt.begin(8)  # a crash before its state.json
+    (tmp_path / Path(ckpt.begin(8)).name).mkdir()  # a crash before its state.json
     directory, state = ckpt.latest()
-    assert state["step"] == 6 and directory.name == "step_000006"
+    assert state["step"] == 6 and Path(directory).name == "step_000006"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000004", "step_000006", "step_000008"]
-    ckpt.begin(8)
+    ckpt.begin(8)  # clears what the crashed step left
+    assert not (tmp_path / "step_000008").exists()
     ckpt.commit(8, {"step": 8})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000006", "step_000008"]
 

@@ -259,7 +259,8 @@ class CorpusConfig(StageConfig):
 def publish_corpus(ctx, config, inputs):
     """Publishes a prepared token corpus (stands in for train_tokenizer + tokenize)."""
     for name in ("tokens", "tokenizer"):
-        shutil.copytree(Path(config.source, name), ctx.output_path(name), dirs_exist_ok=True)
+        with ctx.output_dir(name) as out:
+            shutil.copytree(Path(config.source, name), out, dirs_exist_ok=True)
     return {
         "tokens": ctx.artifact("tokens", kind="tokens"),
         "tokenizer": ctx.artifact("tokenizer", kind="tokenizer"),
