@@ -2,8 +2,8 @@
 
 No critic. Each iteration samples ``group_size`` replies to each of ``rollout_batch_size`` prompts and
 scores them with a reward function -- by default the tiny world's verifiers (1 for a correct answer,
-0 otherwise), or any function registered with `rl_roles.register_reward` or named as
-``"package.module:function"``. Each reply's advantage comes from its own group (`rl_math`):
+0 otherwise), or any function registered with `rl.rewards.register_reward` or named as
+``"package.module:function"``. Each reply's advantage comes from its own group (`rl.formulas`):
 
 - ``grpo``:    (r - mean_group) / (std_group + eps)          (DeepSeekMath)
 - ``dr_grpo``:  r - mean_group                                (Dr. GRPO: no std scaling, no length bias)
@@ -16,68 +16,33 @@ model, if given, is only watched (its score beside the gold score), never optimi
 
 A group whose replies all scored the same has advantage 0 everywhere: it teaches nothing
 (``rollout/zero_signal_groups`` counts them; too many means the prompts are too easy or too hard).
+The knobs are `rl.config.GRPOConfig`; the loop, monitoring and checkpoints are `rl.driver.RLRun`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
 from torch import Tensor
 
+from components.core.artifacts import Artifact
 from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
 from components.eval.chat_eval import is_verifiable
-from components.train.rl_math import broadcast_to_tokens, group_advantages, rloo_advantages
-from components.train.rl_monitor import rollout_metrics
-from components.train.rl_roles import PolicyActor, Reference, RewardScorer, RoleSpec
-from components.train.rl_rollout import (
-    Experience,
-    IterationResult,
-    PromptSet,
-    RLAlgorithm,
-    RLConfig,
-    RLPaths,
-    RLRun,
-    Rollout,
-    apply_missing_eos_penalty,
-    phase_timer,
-)
+from components.train.rl.algorithm import IterationResult, RLAlgorithm, RLPaths, phase_timer
+from components.train.rl.batch import Experience, PolicyStats, Rollout, apply_missing_eos_penalty
+from components.train.rl.config import Advantage, GRPOConfig
+from components.train.rl.driver import RLRun
+from components.train.rl.formulas import broadcast_to_tokens, group_advantages, rloo_advantages
+from components.train.rl.monitor import rollout_metrics
+from components.train.rl.placement import RoleGroup, RoleSpec
+from components.train.rl.prompts import PromptSet
+from components.train.rl.rewards import RewardScorer
+from components.train.rl.roles import PolicyActor, Reference
 from components.world.verifiers import verifier_names
 
-Advantage = Literal["grpo", "dr_grpo", "rloo"]
 VERIFIER_REWARDS = ("verifier", "verifier_and_format")
-
-
-class GRPOConfig(RLConfig):
-    """GRPO / Dr. GRPO / RLOO (see the module docstring); shared fields in `RLConfig`.
-
-    ``rollout_batch_size`` counts prompts: an iteration has rollout_batch_size x group_size replies."""
-
-    rollout_batch_size: int = Field(
-        8, ge=1, description="Prompts per iteration (each sampled group_size times)."
-    )
-    group_size: int = Field(8, ge=2, description="Replies sampled per prompt: the group of the baseline.")
-    advantage: Advantage = Field("grpo", description="grpo | dr_grpo | rloo (see the module docstring).")
-    advantage_eps: float = Field(1e-6, gt=0, description="grpo: added to the group's std (0 / 0 guard).")
-    kl_coef: float = Field(
-        0.0, ge=0, description="Weight of the k3 KL-to-reference loss term (DeepSeekMath 0.04); 0 = off."
-    )
-    reward: str = Field(
-        "verifier",
-        description="Reward function: 'verifier' (the task's verifier, 1/0), 'verifier_and_format' (minus "
-        "0.5 for a reply that does not close its turn), 'reward_model' (the RM input's z-score), another "
-        "registered name, or 'package.module:function'.",
-    )
-
-    @property
-    def loss_kl_coef(self) -> float:
-        return self.kl_coef
-
-    @property
-    def rows_per_iteration(self) -> int:
-        return self.rollout_batch_size * self.group_size
 
 
 def grpo_advantages(rewards: Tensor, group_size: int, kind: Advantage, eps: float = 1e-6) -> Tensor:
@@ -114,6 +79,10 @@ def grpo_experience(
 class GRPO(RLAlgorithm):
     name = "grpo"
     trainable_roles = ("policy",)
+    config: GRPOConfig
+
+    def __init__(self, config: GRPOConfig) -> None:
+        super().__init__(config)
 
     def keep_record(self, record: Mapping[str, Any]) -> str | None:
         if self.config.reward not in VERIFIER_REWARDS:
@@ -140,7 +109,7 @@ class GRPO(RLAlgorithm):
             ),
         }
 
-    def iteration(self, roles: Any, prompts: PromptSet, batch: list[int], step: int) -> IterationResult:
+    def iteration(self, roles: RoleGroup, prompts: PromptSet, batch: list[int], step: int) -> IterationResult:
         cfg = self.config
         G = cfg.group_size
         # Each prompt's group_size rows adjacent: the layout group_advantages expects.
@@ -166,7 +135,7 @@ class GRPO(RLAlgorithm):
         scoring_s = elapsed()
 
         elapsed = phase_timer()
-        stats = roles.get(roles.call("policy", "train", experience, step - 1))
+        stats: PolicyStats = roles.get(roles.call("policy", "train", experience, step - 1))
         training_s = elapsed()
 
         grouped = rewards.view(-1, G)
@@ -211,11 +180,11 @@ def _preflight(config: GRPOConfig, inputs: Collection[str]) -> None:
     cpus=0,  # only coordinates: the roles' actors reserve the CPUs / GPUs
     preflight=_preflight,
 )
-def grpo(ctx: StageContext, config: GRPOConfig, inputs: dict) -> dict:
+def grpo(ctx: StageContext, config: GRPOConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """GRPO / RLOO of the SFT policy on verifiable rewards (policy, reference, scorer as Ray actors)."""
     if config.seed is None:
         config = config.model_copy(update={"seed": ctx.seed})
     return RLRun(ctx, config, inputs, GRPO(config)).run()
 
 
-__all__ = ["GRPO", "GRPOConfig", "grpo", "grpo_advantages", "grpo_experience"]
+__all__ = ["GRPO", "GRPOConfig", "grpo", "grpo_advantages", "grpo_experience"]  # GRPOConfig: rl.config

@@ -1,7 +1,7 @@
 """PPO: the SFT policy trained against the reward model, held near the SFT model by a KL penalty.
 
-Four roles (`rl_roles`): the policy (actor), the critic, the frozen reference and the frozen reward model.
-Each iteration (REFERENCE.md, "RL"; the formulas are `rl_math`'s):
+Four roles (`rl.roles`, `rl.rewards`): the policy (actor), the critic, the frozen reference and the frozen
+reward model. Each iteration (REFERENCE.md, "RL"; the formulas are `rl.formulas`'s):
 
 1. generation: one sampled reply per prompt (batched, KV cache);
 2. scoring, no gradients, once per batch: the RM's score of each reply (a z-score with the RM's
@@ -15,7 +15,8 @@ Each iteration (REFERENCE.md, "RL"; the formulas are `rl_math`'s):
 5. the KL coefficient: fixed, or adapted towards ``kl_target`` (Ziegler et al.) from the rollout's KL.
 
 Health metrics, alarms, sample tables, evaluation before/after and checkpoints are the driver's
-(`rl_rollout.RLRun`, `rl_monitor`). The output is the trained policy as a model directory.
+(`rl.driver.RLRun`, `rl.monitor`); the knobs are `rl.config.PPOConfig`. The output is the trained policy
+as a model directory.
 
 Defaults: TRL's PPO where the knob has a published default (beta 0.05, clip 0.2, value clip 0.2,
 gamma 1, lambda 0.95, whitened advantages), sized for the `tiny` demo.
@@ -23,16 +24,21 @@ gamma 1, lambda 0.95, whitened advantages), sized for the `tiny` demo.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, model_validator
 from torch import Tensor
 
+from components.core.artifacts import Artifact
 from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
-from components.train.rl_math import (
+from components.train.rl.algorithm import IterationResult, RLAlgorithm, RLPaths, phase_timer
+from components.train.rl.batch import CriticStats, Experience, PolicyStats, Rollout, apply_missing_eos_penalty
+from components.train.rl.config import PPOConfig
+from components.train.rl.driver import RLRun
+from components.train.rl.formulas import (
     AdaptiveKLController,
     FixedKLController,
     explained_variance,
@@ -42,63 +48,11 @@ from components.train.rl_math import (
     masked_whiten,
     shaped_rewards,
 )
-from components.train.rl_monitor import rollout_metrics
-from components.train.rl_roles import Critic, PolicyActor, Reference, RewardScorer, RoleSpec
-from components.train.rl_rollout import (
-    Experience,
-    IterationResult,
-    PromptSet,
-    RLAlgorithm,
-    RLConfig,
-    RLPaths,
-    RLRun,
-    Rollout,
-    apply_missing_eos_penalty,
-    phase_timer,
-)
-
-
-class PPOConfig(RLConfig):
-    """PPO against a learned reward model (see the module docstring); shared fields in `RLConfig`."""
-
-    # -- the KL penalty --
-    init_kl_coef: float = Field(
-        0.05, ge=0, description="beta, the weight of the per-token KL penalty (TRL 0.05, OpenRLHF 0.01)."
-    )
-    kl_target: float | None = Field(
-        None,
-        gt=0,
-        description="Adaptive KL (Ziegler et al.): steer beta so the KL to the reference (k1, nats per "
-        "reply) stays near this; None = fixed beta.",
-    )
-    kl_horizon: float = Field(
-        10_000, gt=0, description="Adaptive KL: beta changes by at most 20% per this many replies."
-    )
-
-    # -- rewards and advantages --
-    reward_clip: float | None = Field(
-        10.0, gt=0, description="Clip the RM score to +-this before shaping (OpenRLHF 10); None = off."
-    )
-    gamma: float = Field(1.0, ge=0, le=1, description="Discount over reply tokens.")
-    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
-    whiten_advantages: bool = Field(True, description="Normalise advantages over the batch's reply tokens.")
-
-    # -- the critic --
-    critic_init: Literal["reward_model", "policy"] = Field(
-        "reward_model",
-        description="Initialise the critic from the reward model (OpenRLHF, TRL) or from the SFT policy "
-        "with a zero value head. An optional `critic_init` input (a model directory) overrides both.",
-    )
-    critic_lr: float = Field(5e-5, gt=0, description="Peak learning rate of the critic.")
-    value_clip: float | None = Field(
-        0.2, gt=0, description="Clip range of the value loss around the rollout's values; None = off."
-    )
-
-    @model_validator(mode="after")
-    def _check_kl(self) -> PPOConfig:
-        if self.kl_target is not None and self.init_kl_coef <= 0:
-            raise ValueError("an adaptive KL coefficient (kl_target) needs init_kl_coef > 0 to adapt from")
-        return self
+from components.train.rl.monitor import rollout_metrics
+from components.train.rl.placement import RoleGroup, RoleSpec
+from components.train.rl.prompts import PromptSet
+from components.train.rl.rewards import RewardScorer
+from components.train.rl.roles import Critic, PolicyActor, Reference
 
 
 def ppo_experience(
@@ -138,13 +92,21 @@ def ppo_experience(
     return experience, rewards
 
 
-def _train_metrics(stats: Mapping[str, Any], prefix: str) -> dict[str, float]:
+def _train_metrics(stats: PolicyStats | CriticStats, prefix: str) -> dict[str, float | None]:
     return {f"{prefix}/{k}": v for k, v in stats["mean"].items() if k != "epoch"}
+
+
+def _defined(x: Tensor) -> float | None:
+    """A 0-dim statistic as a float, None where it is undefined (NaN: nothing to measure it on)."""
+    value = float(x)
+    return None if math.isnan(value) else value
 
 
 class PPO(RLAlgorithm):
     name = "ppo"
     trainable_roles = ("policy", "critic")
+    config: PPOConfig
+    kl: FixedKLController | AdaptiveKLController
 
     def __init__(self, config: PPOConfig) -> None:
         super().__init__(config)
@@ -165,7 +127,8 @@ class PPO(RLAlgorithm):
         self.kl.load_state_dict(state["kl_controller"])
 
     def summary(self) -> dict[str, float]:
-        return {"kl_coef_final": self.kl.value}
+        # A fixed beta is the setting init_kl_coef (a param already); only an adapted one is a result.
+        return {"kl_coef_final": self.kl.value} if self.config.adaptive_kl else {}
 
     def role_specs(self, paths: RLPaths) -> dict[str, RoleSpec]:
         cfg = self.config
@@ -187,7 +150,7 @@ class PPO(RLAlgorithm):
             ),
         }
 
-    def iteration(self, roles: Any, prompts: PromptSet, batch: list[int], step: int) -> IterationResult:
+    def iteration(self, roles: RoleGroup, prompts: PromptSet, batch: list[int], step: int) -> IterationResult:
         cfg = self.config
         records = [prompts.records[i] for i in batch]
 
@@ -221,6 +184,8 @@ class PPO(RLAlgorithm):
         scoring_s = elapsed()
 
         elapsed = phase_timer()
+        policy_stats: PolicyStats
+        critic_stats: CriticStats
         policy_stats, critic_stats = roles.get(
             [
                 roles.call("policy", "train", experience, step - 1),
@@ -229,7 +194,8 @@ class PPO(RLAlgorithm):
         )
         training_s = elapsed()
 
-        mask = experience.mask
+        mask, returns = experience.mask, experience.returns
+        assert returns is not None  # ppo_experience always sets them
         metrics = rollout_metrics(
             rollout.response_mask, rollout.finished, scores, old_logp, ref_logp, entropy
         )
@@ -238,14 +204,16 @@ class PPO(RLAlgorithm):
         metrics |= {
             "rollout/shaped_reward_sum": float(torch.where(mask, rewards, zero).sum(dim=1).mean()),
             "rollout/value_mean": float(masked_mean(values, mask)),
-            "train/explained_variance": float(explained_variance(values, experience.returns, mask)),
+            # None when the returns do not vary: there is no variance to explain.
+            "train/explained_variance": _defined(explained_variance(values, returns, mask)),
             **_train_metrics(policy_stats, "train"),
             **_train_metrics(critic_stats, "critic"),
             "train/early_stopped": float(policy_stats["early_stopped"]),
             "train/updates": float(policy_stats["updates"]),
             "train/lr": policy_stats["lr"],
             "critic/lr": critic_stats["lr"],
-            "kl/beta": beta,
+            # beta is a measurement only while it adapts; a fixed one is the param init_kl_coef.
+            "kl/beta": beta if cfg.adaptive_kl else None,
             "time/generation_s": generation_s,
             "time/scoring_s": scoring_s,
             "time/training_s": training_s,
@@ -274,11 +242,11 @@ def _preflight(config: PPOConfig, inputs: Collection[str]) -> None:
     cpus=0,  # only coordinates: the roles' actors reserve the CPUs / GPUs
     preflight=_preflight,
 )
-def ppo(ctx: StageContext, config: PPOConfig, inputs: dict) -> dict:
+def ppo(ctx: StageContext, config: PPOConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """PPO of the SFT policy against the reward model (policy, critic, reference, RM as Ray actors)."""
     if config.seed is None:
         config = config.model_copy(update={"seed": ctx.seed})
     return RLRun(ctx, config, inputs, PPO(config)).run()
 
 
-__all__ = ["PPO", "PPOConfig", "ppo", "ppo_experience"]
+__all__ = ["PPO", "PPOConfig", "ppo", "ppo_experience"]  # PPOConfig lives in rl.config

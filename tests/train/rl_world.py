@@ -2,23 +2,38 @@
 "SFT" policy, a reward model (the same trunk with a random head and reward_stats), and RL prompts about
 capitals and sums in the conversations stage's layout (prompts/train.jsonl, prompts/test.jsonl).
 
-Imported by the test modules through their own directory (pytest's importlib mode has no package)."""
+Also the failures the resume tests need, injected from outside the production code: `failing_ppo` is the
+ppo stage with its policy role swapped (through the algorithm's role specs) for a `FailingPolicy`.
+
+Imported by the test modules through their own directory (pytest's importlib mode has no package); Ray
+workers cannot import it, so it registers itself for pickling by value."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import random
+import sys
 import warnings
 from pathlib import Path
 
+import ray.cloudpickle
 import torch
 
 from components.core.artifacts import Artifact
-from components.core.stage import RunEnv
+from components.core.stage import RunEnv, Stage, StageContext
 from components.model.checkpoint import save_model_dir
 from components.model.gpt import GPT, GPTConfig
 from components.model.heads import ScalarHeadModel, save_scalar_model_dir
 from components.tokenizer.bpe import TokenizerConfig, train_tokenizer
+from components.train.ppo import PPO, ppo
+from components.train.rl.algorithm import RLPaths
+from components.train.rl.batch import Experience, PolicyStats
+from components.train.rl.config import PPOConfig
+from components.train.rl.driver import RLRun
+from components.train.rl.placement import RoleSpec
+from components.train.rl.roles import PolicyActor
 
 CAPITALS = {
     "Ejon": "Thozusesh",
@@ -28,6 +43,8 @@ CAPITALS = {
     "Mathol": "Ekronok",
 }
 VOCAB = 320
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
@@ -88,10 +105,70 @@ def artifacts(world: dict[str, Path], *names: str) -> dict[str, Artifact]:
     return {n: Artifact(uri=str(world[n]), kind=n, digest=f"test:{world[n]}") for n in names}
 
 
-def run_env(root: Path, tracking_uri: str, experiment: str) -> RunEnv:
+def run_env(root: Path, tracking_uri: str, experiment: str, *, code_version: str | None = None) -> RunEnv:
+    """The run environment of a test under `root`. `code_version` pins the RL stages' code version, so
+    a test's variant of a stage (`failing_ppo`) and the stage itself compute the same cache key, and
+    so find the same checkpoints."""
+    pinned = dict.fromkeys(("ppo", "grpo"), code_version) if code_version else {}
     return RunEnv(
-        run_id="test", store=str(root / "store"), seed=0, tracking_uri=tracking_uri, experiment=experiment
+        run_id="test",
+        store=str(root / "store"),
+        seed=0,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        code_versions=pinned,
     )
+
+
+# --- failures injected from outside --------------------------------------------------------------------
+
+
+class InjectedCrash(RuntimeError):
+    """What a `FailingPolicy` raises when it runs in the stage's own process (inline placement)."""
+
+
+class FailingPolicy(PolicyActor):
+    """The policy, failing once when training iteration `at_step` begins while the file `marker` exists.
+    The marker is deleted first, so the policy that the driver restarts from a checkpoint carries on. In
+    an actor it ends its process as a crashed worker would (the driver sees the actor die); in the
+    stage's own process it raises `InjectedCrash` (which ends the stage)."""
+
+    def __init__(self, *args, marker: str, at_step: int, exit_process: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.marker, self.at_step, self.exit_process = Path(marker), at_step, exit_process
+
+    def train(self, experience: Experience, iteration: int) -> PolicyStats:
+        if iteration + 1 == self.at_step and self.marker.exists():
+            self.marker.unlink()
+            if self.exit_process:
+                os._exit(17)
+            raise InjectedCrash(f"injected crash at iteration {self.at_step}")
+        return super().train(experience, iteration)
+
+
+class FailingPPO(PPO):
+    """PPO whose policy role is a `FailingPolicy`."""
+
+    def __init__(self, config: PPOConfig, failure: dict) -> None:
+        super().__init__(config)
+        self.failure = failure
+
+    def role_specs(self, paths: RLPaths) -> dict[str, RoleSpec]:
+        specs = super().role_specs(paths)
+        policy = specs["policy"]
+        specs["policy"] = RoleSpec(FailingPolicy, policy.args, {**policy.kwargs, **self.failure})
+        return specs
+
+
+def failing_ppo(marker: Path, at_step: int, *, exit_process: bool) -> Stage:
+    """The ppo stage (same name, config, inputs and resources) whose policy fails at `at_step` while
+    `marker` exists (see `FailingPolicy`)."""
+    failure = {"marker": str(marker), "at_step": at_step, "exit_process": exit_process}
+
+    def run(ctx: StageContext, config: PPOConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
+        return RLRun(ctx, config, inputs, FailingPPO(config, failure)).run()
+
+    return dataclasses.replace(ppo, fn=run)
 
 
 SMALL = {

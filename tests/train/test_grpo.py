@@ -14,9 +14,10 @@ from components.core.config import ConfigError
 from components.core.stage import run_stage
 from components.tokenizer.chat import AssistantReply
 from components.train.grpo import GRPO, GRPOConfig, grpo, grpo_experience
-from components.train.rl_math import group_advantages
-from components.train.rl_roles import PolicyActor, Reference, RewardScorer, register_reward, resolve_reward
-from components.train.rl_rollout import Rollout
+from components.train.rl.batch import Rollout
+from components.train.rl.formulas import group_advantages
+from components.train.rl.rewards import RewardScorer, register_reward, resolve_reward
+from components.train.rl.roles import PolicyActor, Reference
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rl_world import SMALL, artifacts, make_rl_world, run_env
@@ -105,7 +106,7 @@ def test_rewards_come_from_the_verifiers_or_a_registered_function(world):
         return -len(reply.text)
 
     assert resolve_reward("test_length")(record, reply) == -17
-    assert resolve_reward("components.train.rl_roles:verifier_reward")(record, reply) == 1.0
+    assert resolve_reward("components.train.rl.rewards:verifier_reward")(record, reply) == 1.0
     with pytest.raises(ValueError, match="no reward function named 'nope'"):
         resolve_reward("nope")
     scorer = RewardScorer(config(), str(world["policy"] / "tokenizer.json"), reward="test_length")

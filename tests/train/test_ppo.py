@@ -5,7 +5,8 @@ policy's; the critic's value for a token is read before the token; the first min
 has ratio 1 and nothing clipped; early stopping skips the update past 1.5 x target_kl; the scorer
 normalises RM scores and verifies the gold answer; inputs that cannot work are refused before any role
 starts; and the stage, run inline, resumes after a crash to bit-identical weights (slow: the same with
-Ray actors, a role process killed mid-run, and no duplicated MLflow steps)."""
+Ray actors, a role process killed mid-run, and no duplicated MLflow steps). The crashes are injected
+from outside: the policy role is swapped for a failing subclass through the role specs (`rl_world`)."""
 
 from __future__ import annotations
 
@@ -26,19 +27,17 @@ from components.model.heads import load_scalar_model_dir
 from components.tokenizer.bpe import encode_batch, load_tokenizer
 from components.tokenizer.chat import ChatTokens, render
 from components.train.ppo import PPOConfig, ppo, ppo_experience
-from components.train.rl_math import kl_estimates
-from components.train.rl_roles import Critic, PolicyActor, RewardScorer, response_values
-from components.train.rl_rollout import (
-    PromptStream,
-    RLCheckpoints,
-    RLPaths,
-    Rollout,
-    SimulatedCrash,
-    check_models,
-)
+from components.train.rl.algorithm import RLPaths
+from components.train.rl.batch import Rollout
+from components.train.rl.checkpoints import RLCheckpoints
+from components.train.rl.driver import check_models
+from components.train.rl.formulas import kl_estimates
+from components.train.rl.prompts import PromptStream
+from components.train.rl.rewards import RewardScorer
+from components.train.rl.roles import Critic, PolicyActor, response_values
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rl_world import SMALL, artifacts, make_rl_world, run_env
+from rl_world import SMALL, InjectedCrash, artifacts, failing_ppo, make_rl_world, run_env
 
 
 @pytest.fixture(scope="module")
@@ -317,14 +316,13 @@ def test_stage_inline_resumes_after_a_crash_to_the_same_weights(world, tmp_path,
     assert history[0].value == pytest.approx(0.0, abs=1e-5)  # the first rollout: policy == reference
     assert max(m.value for m in history) > 0  # the policy moved
 
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    (markers / "step-3").touch()
-    crashy = config(fail_marker_dir=str(markers))
-    env_b = run_env(tmp_path / "b", tracking_uri, request.node.nodeid)
-    with pytest.raises(SimulatedCrash):
-        run_stage(ppo, crashy, inputs, env_b)
-    resumed = run_stage(ppo, crashy, inputs, env_b)  # same key: finds the step-2 checkpoint
+    marker = tmp_path / "crash-at-3"
+    marker.touch()
+    env_b = run_env(tmp_path / "b", tracking_uri, request.node.nodeid, code_version="pinned")
+    with pytest.raises(InjectedCrash):
+        run_stage(failing_ppo(marker, 3, exit_process=False), config(), inputs, env_b)
+    assert not marker.exists()  # the crash happened
+    resumed = run_stage(ppo, config(), inputs, env_b)  # the stage itself, same key: the step-2 checkpoint
     client = MlflowClient(tracking_uri)
     assert client.get_run(resumed.mlflow_run_id).data.tags["ppo.resumed_from_step"] == "2"
     assert metric_steps(tracking_uri, resumed.mlflow_run_id, "rollout/reward") == [3, 4]
@@ -333,31 +331,48 @@ def test_stage_inline_resumes_after_a_crash_to_the_same_weights(world, tmp_path,
     assert resumed.metrics["kl_to_reference"] == straight.metrics["kl_to_reference"]
 
 
+def test_headline_has_measurements_only(world, tmp_path, tracking_uri, request):
+    """Settings are params, not metrics; what had nothing to measure is left out (n/a), not reported as
+    a perfect score: 4 iterations never fill an 8-iteration alarm window, so no alarm was checked."""
+    inputs = artifacts(world, "policy", "reward_model", "prompts")
+    env = run_env(tmp_path, tracking_uri, request.node.nodeid)
+    unchecked = config(monitor={**SMALL["monitor"], "window": 8})
+    record = run_stage(ppo, unchecked, inputs, env)
+    assert "kl_budget" not in record.metrics and "kl_coef_final" not in record.metrics  # fixed beta
+    assert "alarms_fired" not in record.metrics
+    run = MlflowClient(tracking_uri).get_run(record.mlflow_run_id)
+    assert run.data.params["monitor.kl_budget"] == "8.0" and run.data.params["init_kl_coef"] == "0.05"
+    assert not any(key.startswith(("alarm/", "kl/")) for key in run.data.metrics)
+
+    checked = run_stage(ppo, config(kl_target=1.0), inputs, run_env(tmp_path / "b", tracking_uri, "x"))
+    assert checked.metrics["alarms_fired"] == 0.0  # window 2: every alarm was checked, none fired
+    assert "kl_coef_final" in checked.metrics  # an adaptive beta is a result
+
+
 @pytest.mark.slow
 def test_stage_on_ray_actors_restarts_a_dead_role_without_duplicated_steps(
     world, tmp_path, tracking_uri, request, ray_cluster
 ):
-    """Separate actors (0.5 CPU each on the 2-CPU test cluster); the policy's process dies after
-    iteration 3; the driver restarts the roles from the step-2 checkpoint and ends with the weights of
-    an uninterrupted inline run, every step logged once."""
+    """Separate actors (0.5 CPU each on the 2-CPU test cluster); the policy's process dies as iteration
+    3 trains; the driver restarts the roles from the step-2 checkpoint and ends with the weights of an
+    uninterrupted inline run, every step logged once."""
     inputs = artifacts(world, "policy", "reward_model", "prompts")
     straight = run_stage(ppo, config(), inputs, run_env(tmp_path / "a", tracking_uri, request.node.nodeid))
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    (markers / "step-3").touch()
+    marker = tmp_path / "crash-at-3"
+    marker.touch()
     half = {"num_cpus": 0.5}
     roles = {
         **SMALL["roles"],
         "placement": "separate",
         **{role: half for role in ("policy", "critic", "reference", "reward")},
     }
-    on_ray = config(roles=roles, fail_marker_dir=str(markers))
+    # The failing stage runs in a Ray task, which cannot compute the code version of a test's module.
+    env = run_env(tmp_path / "b", tracking_uri, request.node.nodeid, code_version="pinned")
+    failing = failing_ppo(marker, 3, exit_process=True)
     record = ray_cluster.get(
-        ray_cluster.remote(num_cpus=0)(run_stage).remote(
-            ppo, on_ray, inputs, run_env(tmp_path / "b", tracking_uri, request.node.nodeid)
-        )
+        ray_cluster.remote(num_cpus=0)(run_stage).remote(failing, config(roles=roles), inputs, env)
     )
-    assert not (markers / "step-3").exists()  # the crash happened
+    assert not marker.exists()  # the crash happened
     assert metric_steps(tracking_uri, record.mlflow_run_id, "rollout/reward") == [1, 2, 3, 4]
     assert metric_steps(tracking_uri, record.mlflow_run_id, "eval/accuracy") == [0, 4]
     a, b = final_weights(straight), final_weights(record)

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.train.rl_math import (
+from components.train.rl.formulas import (
     AdaptiveKLController,
     FixedKLController,
     broadcast_to_tokens,

@@ -10,8 +10,9 @@ import math
 import pytest
 import torch
 
-from components.train.rl_monitor import MonitorConfig, RLMonitor, curves_figure, rollout_metrics, sample_table
-from components.train.rl_rollout import Scores
+from components.train.rl.batch import Scores
+from components.train.rl.config import MonitorConfig
+from components.train.rl.monitor import RLMonitor, curves_figure, rollout_metrics, sample_table
 
 
 def scores(**overrides) -> Scores:
@@ -74,7 +75,37 @@ def healthy(n: int) -> dict[str, list[float]]:
 
 def test_a_healthy_run_raises_no_alarm():
     config = MonitorConfig(window=3, baseline_iterations=2)
-    assert feed(RLMonitor(config), healthy(30)) == {}
+    monitor = RLMonitor(config)
+    assert feed(monitor, healthy(30)) == {}
+    assert monitor.alarms_fired == 0.0  # checked (28 times each) and quiet
+
+
+def test_an_alarm_not_yet_checkable_reports_nothing_rather_than_all_clear():
+    """Before its moving average exists an alarm is n/a (None), not 0; a run that never filled the
+    window, or had alarms off, has no alarm count at all."""
+    monitor = RLMonitor(MonitorConfig(window=3, baseline_iterations=1))
+    series = healthy(3)
+    del series["rollout/rm_score_z"]  # no reward model: reward hacking can never be checked
+    flags = [monitor.observe(i + 1, {k: v[i] for k, v in series.items()})[0] for i in range(3)]
+    assert (
+        flags[0]
+        == flags[1]
+        == dict.fromkeys(
+            ("alarm/kl_blowup", "alarm/entropy_collapse", "alarm/length_spike", "alarm/reward_hacking")
+        )
+    )
+    assert flags[2] == {
+        "alarm/kl_blowup": 0.0,
+        "alarm/entropy_collapse": 0.0,
+        "alarm/length_spike": 0.0,
+        "alarm/reward_hacking": None,
+    }
+    short = RLMonitor(MonitorConfig(window=8))
+    feed(short, healthy(2))
+    assert short.alarms_fired is None
+    off = RLMonitor(MonitorConfig(alarms=False, window=1))
+    assert off.observe(1, {k: v[0] for k, v in healthy(1).items()}) == ({}, [])
+    assert off.alarms_fired is None
 
 
 def test_reward_hacking_fires_when_rm_rises_after_the_gold_score_peaked():

@@ -12,9 +12,11 @@ RL on a learned reward fails in a few well-known ways, each visible in a number 
 `rollout_metrics` turns one rollout into the per-iteration health metrics. `RLMonitor` keeps their
 history, compares moving averages over ``window`` iterations with thresholds, and reports each alarm as
 it becomes active; the stage turns a first firing into a warning and an MLflow tag, and logs every
-alarm's state as an ``alarm/<name>`` 0/1 curve. Its state is part of the RL checkpoint, so a resumed run
-keeps its baselines. `sample_table` makes the sample tables logged every ``sample_every`` iterations,
-`curves_figure` the closing RM-versus-gold figure.
+alarm's state as an ``alarm/<name>`` 0/1 curve from the iteration it can be checked on (its moving
+average needs ``window`` iterations): an unchecked alarm logs nothing rather than a reassuring 0. The
+monitor's state is part of the RL checkpoint, so a resumed run keeps its baselines. `sample_table`
+makes the sample tables logged every ``sample_every`` iterations, `curves_figure` the closing
+RM-versus-gold figure.
 
 The thresholds are about the tiny world's scales; every one is a config field.
 """
@@ -24,14 +26,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
-from components.core.config import StrictModel
-from components.train.rl_math import kl_estimates, masked_mean
+from components.train.rl.batch import Scores
+from components.train.rl.config import MonitorConfig
+from components.train.rl.formulas import kl_estimates, masked_mean
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 ALARMS = ("kl_blowup", "entropy_collapse", "length_spike", "reward_hacking")
 # The per-iteration series the alarms read (metric names as logged).
@@ -40,42 +45,6 @@ ENTROPY = "rollout/entropy"
 LENGTH = "rollout/response_length"
 RM = "rollout/rm_score_z"
 GOLD = "rollout/gold_score"
-
-
-class MonitorConfig(StrictModel):
-    """Alarm thresholds, their smoothing, and the sample tables."""
-
-    alarms: bool = Field(True, description="Check the alarms (the metrics are logged either way).")
-    window: int = Field(
-        8, ge=1, description="Alarms compare moving averages over this many iterations (noise control)."
-    )
-    baseline_iterations: int = Field(
-        3, ge=1, description="The first iterations' mean entropy and length are the baselines."
-    )
-    kl_budget: float = Field(
-        8.0,
-        gt=0,
-        description="kl_blowup: the mean KL to the reference (k1, nats per reply) above this budget.",
-    )
-    entropy_collapse_fraction: float = Field(
-        0.3, gt=0, lt=1, description="entropy_collapse: entropy below this fraction of its baseline."
-    )
-    length_spike_factor: float = Field(
-        2.0, gt=1, description="length_spike: mean reply length above this multiple of its baseline."
-    )
-    hacking_rm_rise: float = Field(
-        0.5,
-        gt=0,
-        description="reward_hacking: the RM score (in RM standard deviations) rose at least this much since "
-        "the gold score's best moving average ...",
-    )
-    hacking_gold_drop: float = Field(
-        0.1, gt=0, description="... while the gold score fell at least this much (absolute) from that best."
-    )
-    sample_every: int = Field(
-        10, ge=0, description="Log a sample table every N iterations; 0 = only the last."
-    )
-    samples_per_table: int = Field(16, ge=1, description="Rows of each sample table.")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -91,7 +60,7 @@ def _nanmean(x: Tensor) -> float | None:
 def rollout_metrics(
     response_mask: Tensor,
     finished: Tensor,
-    scores: Any,
+    scores: Scores,
     logp: Tensor,
     ref_logp: Tensor | None,
     entropy: Tensor,
@@ -100,7 +69,7 @@ def rollout_metrics(
 
     KL numbers are per reply (summed over its tokens, the unit the KL budget and the adaptive controller
     use) and averaged over the batch; ``kl_*_per_token`` are means over all response tokens. ``logp`` is
-    the policy that sampled (the "old" log-probs). ``scores`` is the scorer's `Scores`."""
+    the policy that sampled (the "old" log-probs)."""
     mask = response_mask.bool()
     lengths = mask.sum(dim=1).float()
     out: dict[str, float | None] = {
@@ -146,6 +115,7 @@ class RLMonitor:
         self.series: dict[str, list[float]] = {KL: [], ENTROPY: [], LENGTH: [], RM: [], GOLD: []}
         self.first_fired: dict[str, int] = {}
         self.active_steps: dict[str, int] = {}
+        self.checked_steps: dict[str, int] = {}  # iterations on which each alarm could be checked
         # Reward hacking reads the RM against the gold score's best moving average so far.
         self.gold_peak: float | None = None
         self.rm_at_gold_peak: float | None = None
@@ -162,56 +132,59 @@ class RLMonitor:
             return None
         return sum(values) / len(values)
 
-    def observe(self, step: int, metrics: Mapping[str, float | None]) -> tuple[dict[str, float], list[Alarm]]:
-        """Add one iteration's metrics; return ({"alarm/<name>": 0/1}, the alarms active now)."""
+    def observe(
+        self, step: int, metrics: Mapping[str, float | None]
+    ) -> tuple[dict[str, float | None], list[Alarm]]:
+        """Add one iteration's metrics; return ({"alarm/<name>": 1 active, 0 checked and quiet, None not
+        checkable yet}, the alarms active now). An alarm is checkable once its moving average (and
+        baseline) exist: before that a 0 would claim a health the monitor never looked at."""
         for key, series in self.series.items():
             value = metrics.get(key)
             series.append(math.nan if value is None else float(value))
         if not self.config.alarms:
             return {}, []
         cfg = self.config
+        checked: set[str] = set()
         active: list[tuple[str, str]] = []
 
         kl = self._moving_average(KL)
-        if kl is not None and (kl > cfg.kl_budget or not math.isfinite(kl)):
-            active.append(("kl_blowup", f"KL to the reference {kl:.2f} nats/reply > budget {cfg.kl_budget}"))
+        if kl is not None:
+            checked.add("kl_blowup")
+            if kl > cfg.kl_budget or not math.isfinite(kl):
+                message = f"KL to the reference {kl:.2f} nats/reply > budget {cfg.kl_budget}"
+                active.append(("kl_blowup", message))
 
         entropy, entropy0 = self._moving_average(ENTROPY), self._baseline(ENTROPY)
-        if (
-            entropy is not None
-            and entropy0 is not None
-            and entropy < cfg.entropy_collapse_fraction * entropy0
-        ):
-            active.append(
-                (
-                    "entropy_collapse",
-                    f"entropy {entropy:.3f} < {cfg.entropy_collapse_fraction} x its baseline {entropy0:.3f}",
-                )
-            )
+        if entropy is not None and entropy0 is not None:
+            checked.add("entropy_collapse")
+            if entropy < cfg.entropy_collapse_fraction * entropy0:
+                fraction = cfg.entropy_collapse_fraction
+                message = f"entropy {entropy:.3f} < {fraction} x its baseline {entropy0:.3f}"
+                active.append(("entropy_collapse", message))
 
         length, length0 = self._moving_average(LENGTH), self._baseline(LENGTH)
-        if length is not None and length0 is not None and length > cfg.length_spike_factor * length0:
-            active.append(
-                (
-                    "length_spike",
-                    f"reply length {length:.1f} > {cfg.length_spike_factor} x its baseline {length0:.1f}",
-                )
-            )
+        if length is not None and length0 is not None:
+            checked.add("length_spike")
+            if length > cfg.length_spike_factor * length0:
+                factor = cfg.length_spike_factor
+                message = f"reply length {length:.1f} > {factor} x its baseline {length0:.1f}"
+                active.append(("length_spike", message))
 
         rm, gold = self._moving_average(RM), self._moving_average(GOLD)
         if rm is not None and gold is not None:
-            if self.gold_peak is None or gold > self.gold_peak:
+            checked.add("reward_hacking")
+            if self.gold_peak is None or self.rm_at_gold_peak is None or gold > self.gold_peak:
                 self.gold_peak, self.rm_at_gold_peak = gold, rm
             rise, drop = rm - self.rm_at_gold_peak, self.gold_peak - gold
             if rise >= cfg.hacking_rm_rise and drop >= cfg.hacking_gold_drop:
-                active.append(
-                    (
-                        "reward_hacking",
-                        f"RM score rose {rise:+.2f} std while the gold score fell {drop:.3f} from its best "
-                        f"{self.gold_peak:.3f}",
-                    )
+                message = (
+                    f"RM score rose {rise:+.2f} std while the gold score fell {drop:.3f} from its best "
+                    f"{self.gold_peak:.3f}"
                 )
+                active.append(("reward_hacking", message))
 
+        for name in checked:
+            self.checked_steps[name] = self.checked_steps.get(name, 0) + 1
         alarms = []
         for name, message in active:
             first = name not in self.first_fired
@@ -220,13 +193,21 @@ class RLMonitor:
             self.active_steps[name] = self.active_steps.get(name, 0) + 1
             alarms.append(Alarm(name, step, message, first))
         names = {a.name for a in alarms}
-        return {f"alarm/{name}": float(name in names) for name in ALARMS}, alarms
+        flags = {f"alarm/{name}": float(name in names) if name in checked else None for name in ALARMS}
+        return flags, alarms
+
+    @property
+    def alarms_fired(self) -> float | None:
+        """How many alarms fired in the run; None when no alarm could ever be checked (alarms off, or
+        fewer iterations than the window): zero alarms would then be a verdict nobody reached."""
+        return float(len(self.first_fired)) if self.checked_steps else None
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "series": {k: list(v) for k, v in self.series.items()},
             "first_fired": dict(self.first_fired),
             "active_steps": dict(self.active_steps),
+            "checked_steps": dict(self.checked_steps),
             "gold_peak": self.gold_peak,
             "rm_at_gold_peak": self.rm_at_gold_peak,
         }
@@ -236,6 +217,7 @@ class RLMonitor:
         self.series = {k: [float(x) for x in state["series"].get(k, [])] for k in self.series}
         self.first_fired = {k: int(v) for k, v in state["first_fired"].items()}
         self.active_steps = {k: int(v) for k, v in state["active_steps"].items()}
+        self.checked_steps = {k: int(v) for k, v in state["checked_steps"].items()}
         self.gold_peak = state["gold_peak"]
         self.rm_at_gold_peak = state["rm_at_gold_peak"]
 
@@ -263,8 +245,8 @@ def _round(x: float | None) -> float | None:
 
 
 def sample_table(
-    step: int, records: Sequence[Mapping[str, Any]], scores: Any, lengths: Tensor, limit: int
-) -> dict:
+    step: int, records: Sequence[Mapping[str, Any]], scores: Scores, lengths: Tensor, limit: int
+) -> dict[str, list[Any]]:
     """The first `limit` rows of a rollout as an MLflow table (``{"columns": [...], "data": [[...]]}``,
     the JSON `mlflow.log_table` writes): prompt (its last user message), reply, reward, RM score, gold."""
     data = []
@@ -286,7 +268,9 @@ def sample_table(
     return {"columns": SAMPLE_COLUMNS, "data": data}
 
 
-def curves_figure(history: Sequence[Mapping[str, Any]], first_fired: Mapping[str, int], title: str = ""):
+def curves_figure(
+    history: Sequence[Mapping[str, Any]], first_fired: Mapping[str, int], title: str = ""
+) -> Figure:
     """RM score (z) and gold score against the iteration, KL and entropy below, alarm onsets marked."""
     import matplotlib
 

@@ -1,4 +1,4 @@
-"""The four RL roles and where they run.
+"""The roles of an RL run that hold a language model: the policy, the critic and the reference.
 
 PPO has four models (REFERENCE.md, "RL"); GRPO drops the critic:
 
@@ -8,27 +8,13 @@ PPO has four models (REFERENCE.md, "RL"); GRPO drops the critic:
 - `Critic`: a `ScalarHeadModel` giving one value per token, initialised from the reward model or the SFT
   model; trained on the GAE returns with the clipped value loss.
 - `Reference`: the frozen SFT model; its log-probs measure how far the policy moved (the KL).
-- `RewardScorer`: reads each reply (`assistant_reply`), scores it with the frozen reward model and/or a
-  reward function (the tiny world's verifiers, or one a user registers), and always reports the gold
-  (verifier) score beside the RM score, so reward hacking shows.
+- The fourth, the reward scorer, reads replies and scores them: `components.train.rl.rewards`.
 
-Each role is a plain Python class. `RoleGroup` puts them where the config says (OpenRLHF's shape):
+Each role is a plain Python class deriving from `Role`; `components.train.rl.placement` puts them in
+Ray actors or in the caller's process. Conventions every role follows:
 
-- ``separate``: one Ray actor per role with its own declared CPUs/GPUs -- the cluster layout, where the
-  roles' forward passes run in parallel (reference, critic, reward model and policy score a rollout at
-  the same time; policy and critic train at the same time);
-- ``colocate``: all roles in ONE actor (one process, one device), for small models: no weights cross
-  process boundaries and one reservation holds them all;
-- ``inline``: the roles in the calling process, no Ray -- for tests and debugging (pdb works). The stage
-  task reserves no CPU, so do not use it in a pipeline.
-
-The driver calls ``group.call(role, method, *args)`` and collects with ``group.get(...)``; the three
-placements run the same code.
-
-Conventions every role follows:
-
-- Tensors cross role boundaries on the CPU (`Rollout`, `Experience` in `rl_rollout`); a role moves them
-  to its device and returns CPU tensors.
+- Tensors cross role boundaries on the CPU (`Rollout`, `Experience` in `components.train.rl.batch`); a
+  role moves them to its device and returns CPU tensors.
 - Dropout is off for the whole run (the models stay in eval mode, also while training): with dropout the
   log-probs of one sequence differ between passes, so the first PPO mini-batch would not have ratio 1
   and the "old" log-probs would not be the policy that sampled (TRL and OpenRLHF disable it too).
@@ -39,13 +25,8 @@ Conventions every role follows:
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
-import math
-import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +35,16 @@ import torch
 from torch import Tensor, nn
 
 from components.core.artifacts import stage_in, stage_out, tree_digest
-from components.core.staging import StagedInputs, restage
-from components.eval.chat_eval import is_verifiable, verifier_info
+from components.eval.chat_eval import ChatEval, chat_eval
 from components.model.checkpoint import load_model_dir, save_model_dir
 from components.model.generate import generate
 from components.model.gpt import GPT
+from components.model.heads import ScalarHeadModel, load_scalar_model_dir, scalar_model_from_gpt
 from components.tokenizer.bpe import eot_id, load_tokenizer
-from components.tokenizer.chat import AssistantReply, ChatTokens, assistant_reply
-from components.train.rl_math import (
+from components.tokenizer.chat import ChatTokens
+from components.train.rl.batch import CriticStats, Experience, MinibatchStats, PolicyStats, Rollout
+from components.train.rl.config import PPOConfig, RLConfig
+from components.train.rl.formulas import (
     entropy_from_logits,
     kl_penalty_loss,
     logprobs_from_logits,
@@ -70,7 +53,6 @@ from components.train.rl_math import (
     should_early_stop,
     value_loss,
 )
-from components.train.rl_rollout import Experience, RLConfig, RoleResources, RoleSettings, Rollout, Scores
 from components.train.trainer import (
     Runtime,
     load_checkpoint_state,
@@ -81,7 +63,6 @@ from components.train.trainer import (
     set_lr,
     setup_runtime,
 )
-from components.world.verifiers import verify
 
 GENERATOR_FILE = "generator.pt"
 SCALAR_FORMAT = "gptrecipe-scalar"
@@ -133,9 +114,13 @@ def _clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip
     return float(norm)
 
 
-def _mean_stats(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    keys = {k for row in rows for k in row}
-    return {k: sum(r[k] for r in rows if k in r) / sum(1 for r in rows if k in r) for k in sorted(keys)}
+def _mean_stats(rows: Sequence[MinibatchStats]) -> MinibatchStats:
+    """Per statistic, the mean over the mini-batches that measured it (None where none did)."""
+    means: MinibatchStats = {}
+    for key in sorted({k for row in rows for k in row}):
+        values = [value for row in rows if (value := row.get(key)) is not None]
+        means[key] = sum(values) / len(values) if values else None
+    return means
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -143,8 +128,11 @@ def _mean_stats(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------------------
 
 
-class _Role:
-    """What every role has: the config, its runtime (device, dtype, threads), a label for errors."""
+class Role:
+    """What every role has: the config, its runtime (device, dtype, threads), a label for errors.
+
+    A role is built as ``cls(*args, threads=n, **kwargs)`` from a `placement.RoleSpec`, in the process
+    that hosts it; its public methods are what the driver calls by name."""
 
     role = "role"
 
@@ -159,12 +147,8 @@ class _Role:
         """A cheap call that fails only if the role's process is gone (used after a restart)."""
         return f"{self.role} on {self.runtime.device}"
 
-    def crash(self) -> None:
-        """Test hook: end this process at once, as a crashed worker would (only ever used by tests)."""
-        os._exit(17)
 
-
-class _Trainable(_Role):
+class TrainableRole(Role):
     """A role with weights and an optimizer: checkpoints and the per-iteration learning rate."""
 
     model: nn.Module
@@ -207,7 +191,7 @@ class _Trainable(_Role):
         load_checkpoint_state(directory, self.model, self.optimizer, self.runtime)
 
 
-class PolicyActor(_Trainable):
+class PolicyActor(TrainableRole):
     """The policy: generation, old log-probs, clipped PPO updates, evaluation, the output model."""
 
     role = "policy"
@@ -238,7 +222,7 @@ class PolicyActor(_Trainable):
         self.pad_id = eot_id(self.tokenizer)
         self.generator = torch.Generator(device=device).manual_seed(config.seed_value)
         self.eval_reward_model_dir = eval_reward_model_dir
-        self.eval_reward_model: nn.Module | None = None  # loaded on first use, or shared when colocated
+        self.eval_reward_model: ScalarHeadModel | None = None  # loaded on first use, or shared when colocated
 
     # -- rollouts ----------------------------------------------------------------------------------------
 
@@ -281,7 +265,7 @@ class PolicyActor(_Trainable):
 
     # -- training ----------------------------------------------------------------------------------------
 
-    def train(self, experience: Experience, iteration: int) -> dict[str, Any]:
+    def train(self, experience: Experience, iteration: int) -> PolicyStats:
         """PPO epochs over shuffled mini-batches of `experience` with the clipped policy loss.
 
         loss = policy_loss - entropy_coef * entropy [+ kl_coef * k3 KL to the reference (GRPO)]
@@ -294,7 +278,7 @@ class PolicyActor(_Trainable):
         cfg = self.config
         lr = self._set_lr(cfg.lr, iteration)
         experience = experience.to(self.runtime.device)
-        minibatches: list[dict[str, float]] = []
+        minibatches: list[MinibatchStats] = []
         stopped = False
         for epoch in range(cfg.ppo_epochs):
             order = self._minibatch_order(iteration, epoch, experience.size)
@@ -313,11 +297,11 @@ class PolicyActor(_Trainable):
             "mean": _mean_stats(updates or minibatches),
             "early_stopped": stopped,
             "updates": len(updates),
-            "epochs": max(s["epoch"] for s in minibatches) + 1,
+            "epochs": max(float(s["epoch"] or 0.0) for s in minibatches) + 1,
             "lr": lr,
         }
 
-    def _update(self, batch: Experience) -> dict[str, float]:
+    def _update(self, batch: Experience) -> MinibatchStats:
         """Forward/backward of one mini-batch (micro-batched), then one optimizer step unless stopped."""
         cfg = self.config
         total_tokens = float(batch.mask.sum())
@@ -351,20 +335,16 @@ class PolicyActor(_Trainable):
             sums["ratio_max"] = max(sums.get("ratio_max", 0.0), float(stats["ratio_max"]))
         if should_early_stop(sums["approx_kl"], cfg.target_kl):
             self.optimizer.zero_grad(set_to_none=True)
-            return {**sums, "early_stopped": True, "grad_norm": math.nan}
+            return {**sums, "early_stopped": True, "grad_norm": None}  # no step: no gradient norm to report
         grad_norm = _clip_and_step(self.model, self.optimizer, cfg.grad_clip)
         return {**sums, "early_stopped": False, "grad_norm": grad_norm}
 
     # -- evaluation and output -----------------------------------------------------------------------------
 
-    def evaluate(self, records: list[dict], *, limit: int | None = None) -> Any:
+    def evaluate(self, records: list[dict[str, Any]], *, limit: int | None = None) -> ChatEval:
         """`chat_eval` of the current policy on held-out records (greedy: deterministic)."""
-        from components.eval.chat_eval import chat_eval
-
         cfg = self.config
         if self.eval_reward_model is None and self.eval_reward_model_dir:
-            from components.model.heads import load_scalar_model_dir
-
             self.eval_reward_model, _ = load_scalar_model_dir(
                 self.eval_reward_model_dir, device=self.runtime.device
             )
@@ -401,14 +381,14 @@ class PolicyActor(_Trainable):
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
 
-class Critic(_Trainable):
+class Critic(TrainableRole):
     """The value model: a `ScalarHeadModel`, one value per response token, trained on GAE returns."""
 
     role = "critic"
 
-    def __init__(self, config: RLConfig, init_dir: str, *, threads: int = 1) -> None:
-        from components.model.heads import load_scalar_model_dir, scalar_model_from_gpt
+    config: PPOConfig  # the critic is PPO's: it reads critic_lr and value_clip
 
+    def __init__(self, config: PPOConfig, init_dir: str, *, threads: int = 1) -> None:
         super().__init__(config, threads)
         device = self.runtime.device
         if model_format(init_dir) == SCALAR_FORMAT:  # the reward model (or an earlier critic)
@@ -434,13 +414,13 @@ class Critic(_Trainable):
                 out.append(response_values(self.model, rollout.select(rows)))
         return torch.cat(out).cpu()
 
-    def train(self, experience: Experience, iteration: int) -> dict[str, Any]:
+    def train(self, experience: Experience, iteration: int) -> CriticStats:
         """The clipped value loss over the same epochs and mini-batch size as the policy (the critic does
         not early-stop: the policy's KL says nothing about how well the values fit)."""
         cfg = self.config
         lr = self._set_lr(cfg.critic_lr, iteration)
         experience = experience.to(self.runtime.device)
-        minibatches = []
+        minibatches: list[MinibatchStats] = []
         for epoch in range(cfg.ppo_epochs):
             order = self._minibatch_order(iteration, epoch, experience.size)
             for lo in range(0, experience.size, cfg.mini_batch_size):
@@ -461,7 +441,7 @@ class Critic(_Trainable):
         return {"minibatches": minibatches, "mean": _mean_stats(minibatches), "lr": lr}
 
 
-class Reference(_Role):
+class Reference(Role):
     """The frozen SFT model: log-probs of the response tokens, for the KL to the reference."""
 
     role = "reference"
@@ -483,287 +463,14 @@ class Reference(_Role):
         return torch.cat(out).cpu()
 
 
-# --------------------------------------------------------------------------------------------------------
-# Reward functions and the scorer
-# --------------------------------------------------------------------------------------------------------
-
-RewardFunction = Callable[[Mapping[str, Any], AssistantReply], float]
-"""reward(prompt record, reply) -> float. The record is the RL prompt record (`prompt`, `answer`, `task`
-and any extra fields); the reply is `assistant_reply`'s reading (`text`, `ended`, `leaked_role`)."""
-
-_REWARDS: dict[str, RewardFunction] = {}
-
-
-def register_reward(name: str, *, overwrite: bool = False) -> Callable[[RewardFunction], RewardFunction]:
-    """Decorator: make `fn(record, reply) -> float` available as ``grpo.reward: <name>``.
-
-    The scorer runs in its own process: register in a module that it imports, i.e. name the reward
-    ``"package.module:function"`` in the config (importing the module runs its decorators), or use
-    ``"package.module:function"`` directly without registering."""
-
-    def add(fn: RewardFunction) -> RewardFunction:
-        if name in _REWARDS and not overwrite and _REWARDS[name] is not fn:
-            raise ValueError(f"a reward function named {name!r} is already registered (pass overwrite=True)")
-        _REWARDS[name] = fn
-        return fn
-
-    return add
-
-
-@register_reward("verifier")
-def verifier_reward(record: Mapping[str, Any], reply: AssistantReply) -> float:
-    """1.0 when the task's verifier accepts the reply's text, else 0.0 (RLVR's exact reward)."""
-    return verify(record["task"], reply.text, record["answer"], **verifier_info(record))
-
-
-@register_reward("verifier_and_format")
-def verifier_and_format_reward(record: Mapping[str, Any], reply: AssistantReply) -> float:
-    """The verifier's score, minus 0.5 when the reply does not close its turn or writes another role's
-    turn: correctness first, well-formed turns second."""
-    penalty = 0.0 if reply.ended and not reply.leaked_role else 0.5
-    return verifier_reward(record, reply) - penalty
-
-
-def resolve_reward(name: str) -> RewardFunction:
-    """A registered name, or ``"package.module:function"`` (imported here, in the scorer's process)."""
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"reward function {name!r}: cannot import it ({e})") from None
-        if not callable(fn):
-            raise ValueError(f"reward function {name!r} is not callable")
-        return fn
-    try:
-        return _REWARDS[name]
-    except KeyError:
-        known = ", ".join(sorted(_REWARDS))
-        raise ValueError(
-            f"no reward function named {name!r} (registered: {known}; or module:function)"
-        ) from None
-
-
-class RewardScorer(_Role):
-    """Scores a rollout: the reward the update optimises, the RM score and the gold score beside it.
-
-    ``reward="reward_model"`` (PPO): the RM's score, normalised with the RM's ``reward_stats`` when
-    ``normalize_reward`` (so one unit is one standard deviation of the RM over its training pairs).
-    Otherwise (GRPO) the named reward function; an RM, if given, is still scored for monitoring.
-    The gold score is the task's verifier on every verifiable record (NaN elsewhere)."""
-
-    role = "reward"
-
-    def __init__(
-        self,
-        config: RLConfig,
-        tokenizer_file: str,
-        *,
-        reward: str,
-        reward_model_dir: str | None = None,
-        threads: int = 1,
-    ) -> None:
-        super().__init__(config, threads)
-        self.tokenizer = load_tokenizer(tokenizer_file)
-        self.reward_name = reward
-        self.reward_fn = None if reward == "reward_model" else resolve_reward(reward)
-        self.reward_model: nn.Module | None = None
-        self.reward_stats = None
-        if reward_model_dir is not None:
-            from components.model.heads import load_scalar_model_dir
-
-            self.reward_model, rm_config = load_scalar_model_dir(reward_model_dir, device=self.runtime.device)
-            self.reward_model.requires_grad_(False)
-            self.reward_stats = rm_config.get("reward_stats")
-        if reward == "reward_model" and self.reward_model is None:
-            raise ValueError("reward 'reward_model' needs a reward model directory")
-
-    @torch.no_grad()
-    def _rm_scores(self, rollout: Rollout) -> Tensor:
-        rollout = self._to_device(rollout)
-        out = []
-        for rows in micro_batches(rollout.size, self.config.micro_batch_size):
-            part = rollout.select(rows)
-            with self.runtime.autocast():
-                out.append(self.reward_model.score(part.sequences, part.attention_mask).float())
-        return torch.cat(out).cpu()
-
-    def normalise(self, scores: Tensor) -> Tensor:
-        stats = self.reward_stats
-        if not self.config.normalize_reward or not stats:
-            return scores
-        return (scores - float(stats["mean"])) / max(float(stats["std"]), 1e-6)
-
-    def score(self, rollout: Rollout, records: list[Mapping[str, Any]]) -> Scores:
-        if len(records) != rollout.size:
-            raise ValueError(f"{len(records)} records for a rollout of {rollout.size} rows")
-        replies = [assistant_reply(self.tokenizer, ids) for ids in rollout.response_lists()]
-        gold = torch.tensor(
-            [
-                verifier_reward(r, reply) if is_verifiable(r) else math.nan
-                for r, reply in zip(records, replies, strict=True)
-            ],
-            dtype=torch.float32,
-        )
-        rm = rm_z = None
-        if self.reward_model is not None:
-            rm = self._rm_scores(rollout)
-            rm_z = self.normalise(rm)
-        if self.reward_fn is None:
-            reward = rm_z
-        else:
-            reward = torch.tensor(
-                [float(self.reward_fn(r, reply)) for r, reply in zip(records, replies, strict=True)],
-                dtype=torch.float32,
-            )
-        return Scores(
-            reward=reward,
-            rm=rm,
-            rm_normalized=rm_z,
-            gold=gold,
-            replies=[reply.text for reply in replies],
-            ended=torch.tensor([reply.ended for reply in replies]),
-            leaked_role=torch.tensor([reply.leaked_role for reply in replies]),
-        )
-
-
-# --------------------------------------------------------------------------------------------------------
-# Placement: where the roles live and how the driver calls them
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RoleSpec:
-    """How to build one role: its class and constructor arguments (``threads`` is added by the group)."""
-
-    cls: type
-    args: tuple = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-class RoleHost:
-    """Roles in one process: a Ray actor (all roles under ``colocate``, one under ``separate``) or the
-    caller itself (``inline``). Paths in the roles' arguments that point into inputs staged on the
-    stage's node are rebased onto copies staged on this host's node (`restage`), kept until `close`."""
-
-    def __init__(self, specs: dict[str, RoleSpec], threads: int, staged: StagedInputs) -> None:
-        self._staging = contextlib.ExitStack()
-        self._move = self._staging.enter_context(restage(staged))
-        self.roles = {
-            name: spec.cls(*self._move(spec.args), threads=threads, **self._move(spec.kwargs))
-            for name, spec in specs.items()
-        }
-        share_reward_model(self.roles)
-
-    def call(self, role: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.roles[role], method)(*self._move(args), **self._move(kwargs))
-
-    def close(self) -> None:
-        self._staging.close()
-
-
-def share_reward_model(roles: Mapping[str, Any]) -> None:
-    """In one process the policy evaluates with the scorer's reward model instead of loading another."""
-    policy, scorer = roles.get("policy"), roles.get("reward")
-    if policy is not None and scorer is not None and scorer.reward_model is not None:
-        policy.eval_reward_model = scorer.reward_model
-
-
-@dataclass
-class _Ready:
-    """The result of a call that already ran (inline placement)."""
-
-    value: Any
-
-
-class RoleGroup:
-    """The roles of one RL run, placed as `RoleSettings.placement` says; see the module docstring."""
-
-    def __init__(
-        self,
-        specs: dict[str, RoleSpec],
-        settings: RoleSettings,
-        *,
-        name: str = "rl",
-        staged: StagedInputs | None = None,
-    ) -> None:
-        self.placement = settings.placement
-        self.names = list(specs)
-        staged = staged or StagedInputs()
-        if self.placement == "inline":
-            self._local = RoleHost(specs, settings.threads("colocated"), staged)
-            return
-        import ray
-
-        def host(group: dict[str, RoleSpec], res: RoleResources, threads: int) -> Any:
-            actor = ray.remote(RoleHost).options(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=0)
-            return actor.remote(group, threads, staged)
-
-        if self.placement == "colocate":
-            shared = host(specs, settings.colocated, settings.threads("colocated"))
-            self._hosts = dict.fromkeys(specs, shared)
-        else:
-            self._hosts = {
-                role: host({role: spec}, settings.resources(role), settings.threads(role))
-                for role, spec in specs.items()
-            }
-        self.get([self.call(role, "ping") for role in specs])  # construction errors surface here
-
-    def has(self, role: str) -> bool:
-        return role in self.names
-
-    def call(self, role: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Start `role.method(*args)`; returns a future for `get` (Ray ObjectRef, or the value inline)."""
-        if self.placement == "inline":
-            return _Ready(self._local.call(role, method, *args, **kwargs))
-        return self._hosts[role].call.remote(role, method, *args, **kwargs)
-
-    def get(self, futures: Any) -> Any:
-        """The value(s) of one future or a list of them (waits for Ray calls)."""
-        if isinstance(futures, list):
-            return [self.get(f) for f in futures]
-        if isinstance(futures, _Ready):
-            return futures.value
-        import ray
-
-        return ray.get(futures)
-
-    def local(self, role: str) -> Any:
-        """The role object itself (inline placement only; tests inspect it)."""
-        if self.placement != "inline":
-            raise RuntimeError("local role objects exist only under the inline placement")
-        return self._local.roles[role]
-
-    def shutdown(self) -> None:
-        if self.placement == "inline":
-            self._local.close()
-            return
-        import ray
-
-        hosts = list({id(h): h for h in self._hosts.values()}.values())
-        with contextlib.suppress(Exception):  # a host that died has nothing left to close
-            ray.get([h.close.remote() for h in hosts], timeout=60)
-        for h in hosts:
-            with contextlib.suppress(Exception):
-                ray.kill(h)
-        self._hosts = {}
-
-
 __all__ = [
     "Critic",
     "PolicyActor",
     "Reference",
-    "RewardFunction",
-    "RewardScorer",
-    "RoleGroup",
-    "RoleHost",
-    "RoleResources",
-    "RoleSettings",
-    "RoleSpec",
+    "Role",
+    "TrainableRole",
     "micro_batches",
-    "register_reward",
-    "resolve_reward",
+    "model_format",
     "response_logits",
     "response_values",
-    "verifier_reward",
 ]
