@@ -47,6 +47,8 @@ class Meter:
         parts = urlsplit(path).path.strip("/").split("/")
         if len(parts) >= 4 and parts[:3] == [BUCKET, "store", "stages"]:
             return parts[3]
+        if len(parts) >= 3 and parts[1] == "store" and parts[2].startswith(".tmp-probe"):
+            return "store/(probe)"
         return "/".join(parts[1:3]) or "(bucket)"
 
     def add(self, path: str, up: int, down: int) -> None:
@@ -77,17 +79,25 @@ def proxy(meter: Meter, upstream: tuple[str, int]) -> http.server.ThreadingHTTPS
         def _forward(self) -> None:
             body = self._body()
             conn = http.client.HTTPConnection(*upstream, timeout=120)
-            skip = ("connection", "transfer-encoding", "content-length")
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-            headers["Content-Length"] = str(len(body))
-            conn.request(self.command, self.path, body=body, headers=headers)
+            # Forward the body framed as it came (botocore streams aws-chunked uploads with HTTP chunking).
+            chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+            conn.request(
+                self.command, self.path, body=iter([body]) if chunked else body, headers=headers,
+                encode_chunked=chunked,
+            )  # fmt: skip
             response = conn.getresponse()
             data = response.read()
             self.send_response(response.status)
             for key, value in response.getheaders():
-                if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
+                # A HEAD's Content-Length is the object's size, not this (empty) body's.
+                if key.lower() in ("transfer-encoding", "connection") or (
+                    key.lower() == "content-length" and self.command != "HEAD"
+                ):
+                    continue
+                self.send_header(key, value)
+            if self.command != "HEAD":
+                self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
@@ -134,8 +144,10 @@ def main() -> None:
         server.shutdown()
         s3.stop()
     print(f"{args.config} on S3 through a metering proxy: {wall:.1f} s, {meter.requests} requests")
+    print("written: into the stage's own directory; read: from it, by the stage and its consumers")
     print(f"{'stage':<18} {'written MB':>11} {'read MB':>9} {'seconds':>8}")
-    areas = [*summary["stages"], *sorted(set(meter.written) | set(meter.read) - set(summary["stages"]))]
+    others = (set(meter.written) | set(meter.read)) - set(summary["stages"])
+    areas = [*summary["stages"], *sorted(others)]
     for area in areas:
         seconds = summary["stages"].get(area, {}).get("duration_s")
         shown = f"{seconds:8.1f}" if seconds is not None else f"{'':8}"
