@@ -6,25 +6,24 @@ match the tokens, weights of another model shape -- so that a mistake is reporte
 worker starts. Then it launches `train_worker` on `scaling.num_workers` Ray Train workers and, when they
 finish, writes the `model` directory (config.json, model.safetensors, tokenizer.json).
 
-The worker loop (`train_worker`) reads top to bottom: build the model, restore the latest checkpoint if
-there is one, then per optimizer step: learning rate, accumulated micro-batches, clipped update; every
-`log_every` steps the training metrics, every `eval_every` the validation loss and bits per byte, every
-`sample_every` a few greedy continuations of `sample_prompts` (an MLflow text artifact), every
-`checkpoint_every` a checkpoint reported to Ray Train. Rank 0 logs to the stage's MLflow run.
+The worker (`train_worker`) builds the model (fresh, from `init_from`, or from the latest checkpoint)
+and hands `TrainLoop` its step -- accumulated micro-batches, one clipped update -- and its evaluations:
+every `eval_every` steps the validation loss and bits per byte, every `sample_every` a few greedy
+continuations of `sample_prompts` (an MLflow text artifact). The loop owns the schedule, the
+`log_every` training metrics and progress lines, and the `checkpoint_every` checkpoints reported to Ray
+Train. Rank 0 logs to the stage's MLflow run.
 
 Resume. Ray Train keeps the checkpoints under the stage's scratch directory, which is stable for the
 same cache key: a dead worker makes Ray Train restart the group from the latest checkpoint
 (`scaling.max_failures`), and a rerun of the pipeline after a crash finds the same checkpoints. A
 checkpoint holds everything the next step depends on (weights, AdamW state, step, data position, RNG),
 so a resumed run computes the same losses as an uninterrupted one; see `MetricLogger` for how the MLflow
-history stays free of duplicated steps.
+history stays free of duplicated steps, and `components.train.loop` for the loop itself.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,16 +36,14 @@ from safetensors import safe_open
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
-from components.core.artifacts import scratch_dir
 from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
-from components.core.tracking import TrackerHandle
 from components.model.checkpoint import load_state_compatible, save_model_dir
 from components.model.generate import generate
 from components.model.gpt import GPT, GPTConfig
 from components.tokenizer.bpe import BYTE_SYMBOLS, decode, encode_batch, eot_id, load_tokenizer
+from components.train.loop import Periodic, StepResult, TrainLoop
 from components.train.packing import (
-    DataPosition,
     NotEnoughTokensError,
     PackedBatches,
     TokenStream,
@@ -55,25 +52,12 @@ from components.train.packing import (
 )
 from components.train.trainer import (
     WEIGHTS_FILE,
-    MetricLogger,
     Runtime,
     TrainingConfig,
     gathered,
-    latest_checkpoint_dir,
-    load_checkpoint_state,
     load_checkpoint_weights,
-    lr_at,
-    make_optimizer,
     mean_over_workers,
-    mfu,
     optimizer_step,
-    peak_flops,
-    peak_memory_mb,
-    prepare_model,
-    report_checkpoint,
-    save_checkpoint,
-    set_lr,
-    setup_runtime,
     sum_over_workers,
     train_on_workers,
 )
@@ -408,37 +392,24 @@ def pretrain(ctx: StageContext, config: PretrainConfig, inputs: dict) -> dict:
     }
 
 
-# --- the worker loop ----------------------------------------------------------------------------------
+# --- the worker: the step and the evaluations (the loop is `TrainLoop`) --------------------------------
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """One Ray Train worker's pretraining loop (every rank runs it; rank 0 logs and writes)."""
+    """One Ray Train worker's pretraining (every rank runs it; rank 0 logs and writes)."""
     cfg = PretrainConfig.model_validate(loop_config["config"])
     plan: PretrainPlan = loop_config["plan"]
-    handle: TrackerHandle | None = loop_config["tracker"]
-    runtime = setup_runtime(cfg.dtype, cfg.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
 
-    # The same initial weights on every worker (DDP would broadcast them anyway; FSDP2 shards them).
-    torch.manual_seed(plan.seed)
-    model = GPT(plan.model)
-    with latest_checkpoint_dir() as checkpoint:
-        if checkpoint is not None:
-            load_checkpoint_weights(checkpoint, model)
-        elif plan.init_from:
-            load_checkpoint_weights(plan.init_from, model)
-        train_model = prepare_model(model, runtime, strategy=cfg.strategy, compile=cfg.compile)
-        optimizer = make_optimizer(
-            model,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            betas=cfg.betas,
-            eps=cfg.eps,
-            device=runtime.device,
-        )
-        torch.manual_seed(plan.seed + 1 + runtime.rank)  # dropout masks differ between workers
-        progress = load_checkpoint_state(checkpoint, model, optimizer, runtime) if checkpoint else None
+    def build_model(checkpoint: Path | None) -> GPT:
+        model = GPT(plan.model)
+        if checkpoint or plan.init_from:  # else the fresh initialisation
+            load_checkpoint_weights(checkpoint or plan.init_from, model)
+        return model
 
-    step = progress["step"] if progress else 0
+    loop = TrainLoop(
+        "pretrain", cfg, plan, loop_config, build_model, flops_per_token=plan.model.flops_per_token()
+    )
+    runtime, model = loop.runtime, loop.model
     data = PackedBatches(
         TokenStream(plan.train_shards),
         batch_size=cfg.batch_size,
@@ -447,7 +418,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         rank=runtime.rank,
         world_size=runtime.world_size,
         seed=plan.seed,
-        position=DataPosition.from_dict(progress["data"]) if progress else None,
+        position=loop.data_position,
     )
     val_ids, val_weights = val_rows(
         TokenStream(plan.val_shards),
@@ -458,104 +429,45 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     )
     token_bytes = torch.tensor(plan.token_bytes, device=runtime.device)
     tokenizer = load_tokenizer(plan.tokenizer_file)
-    logger = MetricLogger(
-        handle, runtime, resumed_step=step if progress else None, spool_dir=loop_config.get("spool_dir")
-    )
-    if progress and logger.tracker is not None:
-        logger.tracker.set_tags({"pretrain.resumed_from_step": step})
-    flops_per_token, peak = plan.model.flops_per_token(), peak_flops(runtime.device)
-    timing = progress["timing"] if progress else {"tokens": 0, "seconds": 0.0}
-    last_eval = progress["summary"] if progress else {}
 
-    model.train()
-    interval_start, interval_tokens = time.perf_counter(), 0
-    while step < plan.max_steps:
-        lr = lr_at(
-            step,
-            max_steps=plan.max_steps,
-            lr=cfg.lr,
-            warmup_steps=cfg.warmup_steps,
-            min_lr_ratio=cfg.min_lr_ratio,
-        )
-        set_lr(optimizer, lr)
+    def train_step() -> StepResult:
         loss, grad_norm = optimizer_step(
-            train_model, optimizer, data.next_step(), runtime, grad_clip=cfg.grad_clip
+            loop.train_model, loop.optimizer, data.next_step(), runtime, grad_clip=cfg.grad_clip
         )
-        step += 1
-        interval_tokens += plan.tokens_per_step
-        last = step == plan.max_steps
+        return StepResult(
+            work=plan.tokens_per_step,
+            metrics=lambda: {
+                "train/loss": mean_over_workers(loss, runtime),
+                "train/grad_norm": float(grad_norm),
+                "train/epoch": data.position.epoch
+                + data.position.row / data.windows_in_epoch(data.position.epoch),
+            },
+        )
 
-        if step % cfg.log_every == 0 or step == 1 or last:
-            loss_value = mean_over_workers(loss, runtime)  # also waits for the GPU, so the timing is real
-            seconds = time.perf_counter() - interval_start
-            tokens_per_s = interval_tokens / seconds
-            if step > 1 or plan.max_steps == 1:  # the first step pays for warm-up; keep it out of the mean
-                timing = {
-                    "tokens": timing["tokens"] + interval_tokens,
-                    "seconds": timing["seconds"] + seconds,
-                }
-            logger.log(
-                {
-                    "train/loss": loss_value,
-                    "train/lr": lr,
-                    "train/grad_norm": float(grad_norm),
-                    "train/tokens_per_s": tokens_per_s,
-                    "train/mfu": mfu(tokens_per_s / runtime.world_size, flops_per_token, 1, peak),
-                    "train/peak_memory_mb": peak_memory_mb(runtime.device),
-                    "train/tokens_seen": step * plan.tokens_per_step,
-                    "train/epoch": data.position.epoch
-                    + data.position.row / data.windows_in_epoch(data.position.epoch),
-                },
-                step,
-            )
-            interval_start, interval_tokens = time.perf_counter(), 0
+    def validate(step: int) -> None:
+        val_loss, val_bpb = evaluate(model, val_ids, val_weights, token_bytes, runtime, cfg.batch_size)
+        loop.summary |= {"val_loss": val_loss, "val_bpb": val_bpb}
+        loop.logger.log({"val/loss": val_loss, "val/bpb": val_bpb}, step)
+        loop.info("step %d: val loss %.4f, %s bits/byte", step, val_loss, _fmt(val_bpb))
 
-        paused = False  # evaluation, samples and checkpoints stay out of the throughput figures
-        if (cfg.eval_every and step % cfg.eval_every == 0) or last:
-            val_loss, val_bpb = evaluate(model, val_ids, val_weights, token_bytes, runtime, cfg.batch_size)
-            last_eval = {"val_loss": val_loss, "val_bpb": val_bpb}
-            logger.log({"val/loss": val_loss, "val/bpb": val_bpb}, step)
-            paused = True
-        if cfg.sample_prompts and ((cfg.sample_every and step % cfg.sample_every == 0) or last):
-            text = sample_text(model, tokenizer, cfg, plan, step, runtime)
-            logger.log_text(text, f"samples/step_{step:05d}.txt")
-            paused = True
-        if step % cfg.checkpoint_every == 0 or last:
-            summary = {
-                **last_eval,
-                "tokens_seen": step * plan.tokens_per_step,
-                "tokens_per_s": timing["tokens"] / timing["seconds"] if timing["seconds"] else 0.0,
-            }
-            progress = {"step": step, "data": data.position.to_dict(), "timing": timing, "summary": summary}
-            logger.flush()  # what is logged up to this checkpoint reaches MLflow before it counts
-            with scratch_dir("gptrecipe-ckpt-") as tmp:
-                save_checkpoint(tmp, model, optimizer, progress, runtime)
-                report_checkpoint(tmp, {"step": step, **summary}, step)
-            paused = True
-        if cfg.fail_marker_dir and runtime.is_main:
-            die_if_marked(Path(cfg.fail_marker_dir), step, logger)
-        if paused:
-            interval_start, interval_tokens = time.perf_counter(), 0
-    logger.flush()
+    def samples(step: int) -> None:
+        text = sample_text(model, tokenizer, cfg, plan, step, runtime)
+        loop.logger.log_text(text, f"samples/step_{step:05d}.txt")
+
+    periodic = [Periodic(cfg.eval_every, validate)]
+    if cfg.sample_prompts:
+        periodic.append(Periodic(cfg.sample_every, samples))
+    loop.run(data, train_step, periodic)
 
 
-def die_if_marked(marker_dir: Path, step: int, logger: MetricLogger) -> None:
-    """The test hook: a crash after step N, once (the marker file is consumed). The metrics logged so
-    far are flushed first, so that the restarted worker meets steps the run already has."""
-    marker = marker_dir / f"step-{step}"
-    if marker.exists():
-        marker.unlink()
-        logger.flush()
-        # Ray Train's controller collects reported checkpoints by polling the workers; a crash within
-        # milliseconds of a report would race it. Real crashes come later; so does this one.
-        time.sleep(1.0)
-        os._exit(17)
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module, ids: Tensor, weights: Tensor, token_bytes: Tensor, runtime: Runtime, batch_size: int
-) -> tuple[float, float]:
+) -> tuple[float, float | None]:
     """Validation loss (mean NLL per token, nats) and bits per byte over every worker's rows.
 
     Bits per byte = NLL (nats) of the text tokens / (ln 2 * their UTF-8 bytes): independent of the
@@ -583,7 +495,8 @@ def evaluate(
     sums = sum_over_workers(sums, runtime)
     model.train(was_training)
     nll, tokens, text_nll, nbytes = sums.tolist()
-    return nll / tokens, text_nll / (math.log(2) * nbytes) if nbytes else float("nan")
+    # Rows without a text byte (only end-of-text targets) have no bits per byte: None, not a number.
+    return nll / tokens, text_nll / (math.log(2) * nbytes) if nbytes else None
 
 
 def sample_text(

@@ -30,8 +30,8 @@ Output: the `reward_model` directory (`save_scalar_model_dir`, kind "reward_mode
 
 from __future__ import annotations
 
+import functools
 import math
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,36 +44,29 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from components.core.artifacts import scratch_dir
 from components.core.config import ConfigError, validate
 from components.core.stage import StageContext, stage
-from components.core.tracking import TrackerHandle
 from components.eval.multiple_choice import continuation_logprobs
 from components.model.checkpoint import TOKENIZER_FILE, load_model_dir, read_model_config
 from components.model.gpt import GPT, GPTConfig
 from components.model.heads import ScalarHeadModel, gather_last, save_scalar_model_dir
 from components.tokenizer.bpe import eot_id, load_tokenizer
 from components.tokenizer.chat import ChatTokens
-from components.train.chat_batches import EpochBatches, PairExample, RenderStats, collate_pairs, render_pairs
+from components.train.chat_batches import (
+    EpochBatches,
+    PairBatch,
+    PairExample,
+    RenderStats,
+    collate_pairs,
+    render_pairs,
+)
 from components.train.datasets import DatasetError, load_preferences
-from components.train.packing import DataPosition
-from components.train.pretrain import die_if_marked
+from components.train.loop import Periodic, StepResult, TrainLoop
 from components.train.trainer import (
-    MetricLogger,
     Runtime,
     TrainingConfig,
-    gradient_sync,
-    latest_checkpoint_dir,
-    load_checkpoint_state,
     load_checkpoint_weights,
-    lr_at,
-    make_optimizer,
-    peak_memory_mb,
-    prepare_model,
-    report_checkpoint,
-    save_checkpoint,
-    set_lr,
-    setup_runtime,
+    optimizer_step,
     sum_over_workers,
     train_on_workers,
 )
@@ -154,14 +147,19 @@ def pair_accuracy(chosen: Tensor, rejected: Tensor) -> Tensor:
     return ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean()
 
 
-def pair_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, float]:
-    """Accuracy, margin and reward statistics of scored pairs (float tensors of the same length)."""
+def pair_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, float | None]:
+    """Accuracy, margin and reward statistics of scored pairs (float tensors of the same length); no
+    pairs, no figures (None)."""
     rewards = torch.cat([chosen, rejected])
+    if len(chosen) == 0:
+        return dict.fromkeys(
+            ("accuracy", "margin", "reward_mean", "reward_std", "chosen_mean", "rejected_mean")
+        )
     return {
         "accuracy": float(pair_accuracy(chosen, rejected)),
         "margin": float((chosen - rejected).mean()),
         "reward_mean": float(rewards.mean()),
-        "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+        "reward_std": float(rewards.std()),  # two or more rewards: a pair has two
         "chosen_mean": float(chosen.mean()),
         "rejected_mean": float(rejected.mean()),
     }
@@ -300,39 +298,26 @@ def reward_model(ctx: StageContext, config: RewardModelConfig, inputs: dict) -> 
     return {"reward_model": ctx.artifact("reward_model", kind="reward_model", **reward_stats)}
 
 
-# --- the worker loop ----------------------------------------------------------------------------------
+# --- the worker: the step and the evaluations (the loop is `TrainLoop`) --------------------------------
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """One Ray Train worker's reward-model loop (every rank runs it; rank 0 logs and writes)."""
+    """One Ray Train worker's reward-model training (every rank runs it; rank 0 logs and writes)."""
     cfg = RewardModelConfig.model_validate(loop_config["config"])
     plan: RewardPlan = loop_config["plan"]
-    handle: TrackerHandle | None = loop_config["tracker"]
-    runtime = setup_runtime(cfg.dtype, cfg.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
     tok = load_tokenizer(plan.tokenizer_file)
 
-    torch.manual_seed(plan.seed)
-    with latest_checkpoint_dir() as checkpoint:
+    def build_model(checkpoint: Path | None) -> ScalarHeadModel:
         if checkpoint is not None:
             model = ScalarHeadModel(GPT(plan.model))
             load_checkpoint_weights(checkpoint, model)
-        else:
-            trunk = GPT(plan.model)
-            load_checkpoint_weights(plan.sft_model_dir, trunk)  # the SFT weights; the head starts at zero
-            model = ScalarHeadModel(trunk)
-        train_model = prepare_model(model, runtime, strategy=cfg.strategy, compile=cfg.compile)
-        optimizer = make_optimizer(
-            model,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            betas=cfg.betas,
-            eps=cfg.eps,
-            device=runtime.device,
-        )
-        torch.manual_seed(plan.seed + 1 + runtime.rank)
-        progress = load_checkpoint_state(checkpoint, model, optimizer, runtime) if checkpoint else None
+            return model
+        trunk = GPT(plan.model)
+        load_checkpoint_weights(plan.sft_model_dir, trunk)  # the SFT weights; the head starts at zero
+        return ScalarHeadModel(trunk)
 
-    step = progress["step"] if progress else 0
+    loop = TrainLoop("reward_model", cfg, plan, loop_config, build_model, unit="pairs")
+    runtime, model, summary = loop.runtime, loop.model, loop.summary
     train_records = load_preferences(plan.train_file)
     train_pairs, _ = render_pairs(tok, train_records, max_tokens=plan.max_length)
     data = EpochBatches(
@@ -342,162 +327,123 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         rank=runtime.rank,
         world_size=runtime.world_size,
         seed=plan.seed,
-        position=DataPosition.from_dict(progress["data"]) if progress else None,
+        position=loop.data_position,
     )
     val_records = load_preferences(plan.val_file)
     val_pairs, _ = render_pairs(tok, val_records, max_tokens=plan.max_length)
     val_pairs = val_pairs[: cfg.val_limit]
-    logger = MetricLogger(
-        handle, runtime, resumed_step=step if progress else None, spool_dir=loop_config.get("spool_dir")
-    )
-    if progress and logger.tracker is not None:
-        logger.tracker.set_tags({"reward_model.resumed_from_step": step})
-    timing = progress["timing"] if progress else {"pairs": 0, "seconds": 0.0}
-    summary: dict[str, Any] = progress["summary"] if progress else {}
     if runtime.is_main and "loglik_baseline" not in summary:  # progress (and the summary) is rank 0's
         summary["loglik_baseline"] = loglik_baseline(plan, val_pairs, runtime, cfg.eval_batch_size)
-        logger.log({f"val/{k}": v for k, v in summary["loglik_baseline"].items()}, 0)
+        loop.logger.log({f"val/{k}": v for k, v in summary["loglik_baseline"].items()}, 0)
 
-    def evaluate(at_step: int) -> tuple[dict[str, float], Tensor, Tensor]:
-        chosen, rejected = score_pairs(model, val_pairs, runtime, cfg.eval_batch_size, plan.pad_id)
-        metrics = pair_metrics(chosen, rejected)
-        metrics |= grouped_accuracy([p.kind for p in val_pairs], chosen, rejected, "accuracy_kind")
-        metrics |= grouped_accuracy([tier_pair(p) for p in val_pairs], chosen, rejected, "accuracy_tier")
-        metrics["length_baseline_accuracy"] = length_baseline(val_pairs)
-        logger.log({f"val/{k}": v for k, v in metrics.items()}, at_step)
-        return metrics, chosen, rejected
-
-    model.train()
-    interval_start, interval_pairs = time.perf_counter(), 0
-    while step < plan.max_steps:
-        lr = lr_at(
-            step,
-            max_steps=plan.max_steps,
-            lr=cfg.lr,
-            warmup_steps=cfg.warmup_steps,
-            min_lr_ratio=cfg.min_lr_ratio,
-        )
-        set_lr(optimizer, lr)
+    def train_step() -> StepResult:
         batches = [collate_pairs(rows, pad_id=plan.pad_id) for rows in data.next_step()]
         stats = reward_step(
-            train_model,
-            optimizer,
+            loop.train_model,
+            loop.optimizer,
             batches,
             runtime,
             grad_clip=cfg.grad_clip,
             center_rewards_coef=cfg.center_rewards_coef,
         )
-        step += 1
-        interval_pairs += plan.rows_per_step
-        last = step == plan.max_steps
 
-        if step % cfg.log_every == 0 or step == 1 or last:
+        def metrics() -> dict[str, float | None]:
             values = sum_over_workers(stats, runtime) / runtime.world_size
             loss, accuracy, margin, reward_mean, reward_std, grad_norm = values.tolist()
-            seconds = time.perf_counter() - interval_start
-            if step > 1 or plan.max_steps == 1:
-                timing = {"pairs": timing["pairs"] + interval_pairs, "seconds": timing["seconds"] + seconds}
-            summary["train_loss"], summary["train_accuracy"] = loss, accuracy
-            logger.log(
-                {
-                    "train/loss": loss,
-                    "train/accuracy": accuracy,
-                    "train/margin": margin,
-                    "train/reward_mean": reward_mean,
-                    "train/reward_std": reward_std,
-                    "train/grad_norm": grad_norm,
-                    "train/lr": lr,
-                    "train/pairs_per_s": interval_pairs / seconds,
-                    "train/peak_memory_mb": peak_memory_mb(runtime.device),
-                    "train/epoch": data.epoch_progress(),
-                },
-                step,
-            )
-            interval_start, interval_pairs = time.perf_counter(), 0
-
-        paused = False
-        if (cfg.eval_every and step % cfg.eval_every == 0) or last:
-            summary["val"], chosen, rejected = evaluate(step)
-            paused = True
-        if last:
-            # The statistics RL normalises rewards with, over the training pairs' scores.
-            stats_pairs = train_pairs[: cfg.stats_limit]
-            c, r = score_pairs(model, stats_pairs, runtime, cfg.eval_batch_size, plan.pad_id)
-            rewards = torch.cat([c, r])
-            summary["reward_stats"] = {
-                "mean": float(rewards.mean()),
-                "std": float(rewards.std()),
-                "n": len(rewards),
-                "over": "the final model's scores of the training pairs' chosen and rejected replies",
+            summary["train_accuracy"] = accuracy  # the loop keeps train_loss
+            return {
+                "train/loss": loss,
+                "train/accuracy": accuracy,
+                "train/margin": margin,
+                "train/reward_mean": reward_mean,
+                "train/reward_std": reward_std,
+                "train/grad_norm": grad_norm,
+                "train/epoch": data.epoch_progress(),
             }
-            logger.log(
-                {"reward_stats/mean": float(rewards.mean()), "reward_stats/std": float(rewards.std())}, step
-            )
-            logger.log_text(
-                scored_examples(val_records, val_pairs, chosen, rejected, cfg.log_examples),
-                "scored_pairs.txt",
-            )
-        if step % cfg.checkpoint_every == 0 or last:
-            summary["pairs_per_s"] = timing["pairs"] / timing["seconds"] if timing["seconds"] else 0.0
-            progress = {"step": step, "data": data.position.to_dict(), "timing": timing, "summary": summary}
-            logger.flush()
-            with scratch_dir("gptrecipe-ckpt-") as tmp:
-                save_checkpoint(tmp, model, optimizer, progress, runtime)
-                report_checkpoint(tmp, {"step": step}, step)
-            paused = True
-        if cfg.fail_marker_dir and runtime.is_main:
-            die_if_marked(Path(cfg.fail_marker_dir), step, logger)
-        if paused:
-            interval_start, interval_pairs = time.perf_counter(), 0
-    logger.flush()
+
+        return StepResult(work=plan.rows_per_step, metrics=metrics)
+
+    scores: dict[str, Tensor] = {}  # the last evaluation's rewards of the held-out pairs
+
+    def validate(step: int) -> None:
+        chosen, rejected = score_pairs(model, val_pairs, runtime, cfg.eval_batch_size, plan.pad_id)
+        metrics = pair_metrics(chosen, rejected)
+        metrics |= grouped_accuracy([p.kind for p in val_pairs], chosen, rejected, "accuracy_kind")
+        metrics |= grouped_accuracy([tier_pair(p) for p in val_pairs], chosen, rejected, "accuracy_tier")
+        metrics["length_baseline_accuracy"] = length_baseline(val_pairs)
+        loop.logger.log({f"val/{k}": v for k, v in metrics.items()}, step)
+        summary["val"], scores["chosen"], scores["rejected"] = metrics, chosen, rejected
+        accuracy = metrics["accuracy"]
+        loop.info("step %d: val pair accuracy %s", step, "n/a" if accuracy is None else f"{accuracy:.4f}")
+
+    def final_stats(step: int) -> None:
+        """The statistics RL normalises rewards with, over the training pairs' scores."""
+        c, r = score_pairs(model, train_pairs[: cfg.stats_limit], runtime, cfg.eval_batch_size, plan.pad_id)
+        rewards = torch.cat([c, r])
+        summary["reward_stats"] = {
+            "mean": float(rewards.mean()),
+            "std": float(rewards.std()),
+            "n": len(rewards),
+            "over": "the final model's scores of the training pairs' chosen and rejected replies",
+        }
+        loop.logger.log(
+            {"reward_stats/mean": float(rewards.mean()), "reward_stats/std": float(rewards.std())}, step
+        )
+        loop.logger.log_text(
+            scored_examples(val_records, val_pairs, scores["chosen"], scores["rejected"], cfg.log_examples),
+            "scored_pairs.txt",
+        )
+
+    # final_stats runs after the last evaluation (whose scores it shows), only at the last step.
+    loop.run(data, train_step, [Periodic(cfg.eval_every, validate), Periodic(0, final_stats)])
+
+
+def pair_step_loss(
+    model: nn.Module, batch: PairBatch, runtime: Runtime, center_rewards_coef: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """The pairwise loss of one micro-batch and its figures (loss, accuracy, margin, reward mean, reward
+    std), for `optimizer_step`.
+
+    The batch is right-padded, so the model runs without an attention mask (causal attention never lets
+    a real token see a later pad) and the reward is read at each row's last real token."""
+    ids = batch.input_ids.to(runtime.device, non_blocking=True)
+    mask = batch.attention_mask.to(runtime.device, non_blocking=True)
+    with runtime.autocast():
+        values = model(ids)
+    rewards = gather_last(values.float(), mask)
+    B = batch.n_pairs
+    chosen, rejected = rewards[:B], rewards[B:]
+    loss = pairwise_loss(chosen, rejected, center_rewards_coef)
+    with torch.no_grad():
+        figures = torch.stack(
+            [
+                loss.detach(),
+                pair_accuracy(chosen, rejected),
+                (chosen - rejected).mean(),
+                rewards.mean(),
+                rewards.std() if len(rewards) > 1 else rewards.new_zeros(()),
+            ]
+        )
+    return loss, figures
 
 
 def reward_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    micro_batches: Sequence[Any],
+    micro_batches: Sequence[PairBatch],
     runtime: Runtime,
     *,
     grad_clip: float,
     center_rewards_coef: float = 0.0,
 ) -> Tensor:
-    """One optimizer step over `micro_batches` (`PairBatch`es), the pairwise twin of
-    `trainer.optimizer_step`: each micro-batch's loss divided by their number, gradients synchronised
-    on the last one, the global norm clipped. Returns this worker's (loss, accuracy, margin, reward
-    mean, reward std, grad norm) as one tensor on the device.
-
-    The batches are right-padded, so the model runs without an attention mask (causal attention never
-    lets a real token see a later pad) and the reward is read at each row's last real token."""
-    n = len(micro_batches)
-    sums = torch.zeros(5, device=runtime.device)
-    for i, batch in enumerate(micro_batches):
-        ids = batch.input_ids.to(runtime.device, non_blocking=True)
-        mask = batch.attention_mask.to(runtime.device, non_blocking=True)
-        with gradient_sync(model, enabled=i == n - 1):
-            with runtime.autocast():
-                values = model(ids)
-            rewards = gather_last(values.float(), mask)
-            B = batch.n_pairs
-            chosen, rejected = rewards[:B], rewards[B:]
-            loss = pairwise_loss(chosen, rejected, center_rewards_coef)
-            (loss / n).backward()
-        with torch.no_grad():
-            sums += torch.stack(
-                [
-                    loss.detach(),
-                    pair_accuracy(chosen, rejected),
-                    (chosen - rejected).mean(),
-                    rewards.mean(),
-                    rewards.std() if len(rewards) > 1 else rewards.new_zeros(()),
-                ]
-            )
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
-    if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
-        norm = norm.full_tensor()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return torch.cat([sums / n, norm.detach().float().reshape(1).to(runtime.device)])
+    """One optimizer step over `micro_batches` (`PairBatch`es): `trainer.optimizer_step` with the
+    pairwise loss. Returns this worker's mean (loss, accuracy, margin, reward mean, reward std) and the
+    gradient norm as one tensor on the device."""
+    loss_fn = functools.partial(pair_step_loss, center_rewards_coef=center_rewards_coef)
+    figures, norm = optimizer_step(
+        model, optimizer, micro_batches, runtime, grad_clip=grad_clip, loss_fn=loss_fn
+    )
+    return torch.cat([figures, norm.detach().float().reshape(1).to(runtime.device)])
 
 
 @torch.no_grad()
@@ -541,9 +487,11 @@ def tier_pair(pair: PairExample) -> str:
     return f"{chosen}_vs_{rejected}" if chosen and rejected else ""
 
 
-def length_baseline(pairs: Sequence[PairExample]) -> float:
+def length_baseline(pairs: Sequence[PairExample]) -> float | None:
     """Pair accuracy of "the longer reply wins" (in tokens; a tie counts half): what a reward model
-    that only measured length would score."""
+    that only measured length would score. None without pairs."""
+    if not pairs:
+        return None
     chosen = torch.tensor([float(len(p.chosen)) for p in pairs])
     rejected = torch.tensor([float(len(p.rejected)) for p in pairs])
     return float(pair_accuracy(chosen, rejected))

@@ -11,14 +11,14 @@ loss mask is the template's `assistant_mask` shifted to the targets; prompt, sys
 are IGNORE_INDEX). Batches are right-padded and run without an attention mask, which under causal
 attention gives the same logits as the model's left-padded convention (see `chat_batches`).
 
-The worker loop reads top to bottom: the model from the latest checkpoint or the pretrained weights;
-at a fresh start the BASE model is evaluated first (step 0): validation loss on the held-out SFT
-conversations' assistant tokens and `chat_eval` on the held-out prompts, the same template, the same
-greedy decoding; then per optimizer step: learning rate, accumulated micro-batches, clipped update;
-every `log_every` steps the training metrics, every `eval_every` the validation loss, every
-`chat_eval_every` (and at the end) `chat_eval` of the SFT model, whose sample conversations are logged
-as MLflow text artifacts; every `checkpoint_every` a checkpoint (weights, AdamW, data position, RNG,
-and the base model's figures, so a resumed run still reports them) reported to Ray Train.
+The worker (`train_worker`) starts from the latest checkpoint or the pretrained weights; at a fresh
+start the BASE model is evaluated first (step 0): validation loss on the held-out SFT conversations'
+assistant tokens and `chat_eval` on the held-out prompts, the same template, the same greedy decoding.
+Then `TrainLoop` (`components.train.loop`) runs its step -- accumulated micro-batches, one clipped
+update -- with the schedule, the `log_every` training metrics and the `checkpoint_every` checkpoints
+(weights, AdamW, data position, RNG, and the base model's figures, so a resumed run still reports them);
+the stage adds the validation loss every `eval_every` steps and, every `chat_eval_every` (and at the
+end), `chat_eval` of the SFT model, whose sample conversations are logged as MLflow text artifacts.
 
 Headline (`ctx.report`): `accuracy` and `format_compliance` of the SFT model beside `base_accuracy` and
 `base_format_compliance` of the pretrained model on the same prompts, `val_loss` beside `base_val_loss`,
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +40,8 @@ from pydantic import Field, model_validator
 from tokenizers import Tokenizer
 from torch import nn
 
-from components.core.artifacts import scratch_dir
 from components.core.config import ConfigError, validate
 from components.core.stage import StageContext, stage
-from components.core.tracking import TrackerHandle
 from components.eval.chat_eval import ChatEval, chat_eval, format_samples, summarize
 from components.model.checkpoint import TOKENIZER_FILE, read_model_config, save_model_dir
 from components.model.gpt import GPT, GPTConfig
@@ -60,28 +57,14 @@ from components.train.chat_batches import (
     render_sft,
 )
 from components.train.datasets import DatasetError, load_prompts, load_sft
-from components.train.packing import DataPosition
-from components.train.pretrain import die_if_marked
+from components.train.loop import Periodic, StepResult, TrainLoop
 from components.train.trainer import (
-    MetricLogger,
     Runtime,
     TrainingConfig,
     gathered,
-    latest_checkpoint_dir,
-    load_checkpoint_state,
     load_checkpoint_weights,
-    lr_at,
-    make_optimizer,
     mean_over_workers,
-    mfu,
     optimizer_step,
-    peak_flops,
-    peak_memory_mb,
-    prepare_model,
-    report_checkpoint,
-    save_checkpoint,
-    set_lr,
-    setup_runtime,
     sum_over_workers,
     train_on_workers,
 )
@@ -301,34 +284,22 @@ def sft(ctx: StageContext, config: SFTConfig, inputs: dict) -> dict:
     return {"model": ctx.artifact("model", kind="model", stage="sft", **plan.model.model_dump(mode="json"))}
 
 
-# --- the worker loop ----------------------------------------------------------------------------------
+# --- the worker: the step and the evaluations (the loop is `TrainLoop`) --------------------------------
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """One Ray Train worker's SFT loop (every rank runs it; rank 0 logs and writes)."""
+    """One Ray Train worker's SFT (every rank runs it; rank 0 logs and writes)."""
     cfg = SFTConfig.model_validate(loop_config["config"])
     plan: SFTPlan = loop_config["plan"]
-    handle: TrackerHandle | None = loop_config["tracker"]
-    runtime = setup_runtime(cfg.dtype, cfg.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
     tok = load_tokenizer(plan.tokenizer_file)
 
-    torch.manual_seed(plan.seed)
-    model = GPT(plan.model)
-    with latest_checkpoint_dir() as checkpoint:
+    def build_model(checkpoint: Path | None) -> GPT:
+        model = GPT(plan.model)
         load_checkpoint_weights(checkpoint or plan.base_model_dir, model)
-        train_model = prepare_model(model, runtime, strategy=cfg.strategy, compile=cfg.compile)
-        optimizer = make_optimizer(
-            model,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            betas=cfg.betas,
-            eps=cfg.eps,
-            device=runtime.device,
-        )
-        torch.manual_seed(plan.seed + 1 + runtime.rank)  # dropout masks differ between workers
-        progress = load_checkpoint_state(checkpoint, model, optimizer, runtime) if checkpoint else None
+        return model
 
-    step = progress["step"] if progress else 0
+    loop = TrainLoop("sft", cfg, plan, loop_config, build_model, flops_per_token=plan.model.flops_per_token())
+    runtime, model, summary = loop.runtime, loop.model, loop.summary
     train_examples, _ = render_sft(tok, load_sft(plan.train_file), max_tokens=plan.max_length)
     data = EpochBatches(
         train_examples,
@@ -338,115 +309,76 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         world_size=runtime.world_size,
         seed=plan.seed,
         pack=functools.partial(pack_rows, max_length=plan.max_length) if cfg.packing else None,
-        position=DataPosition.from_dict(progress["data"]) if progress else None,
+        position=loop.data_position,
     )
     val_examples, _ = render_sft(tok, load_sft(plan.val_file), max_tokens=plan.max_length)
     val_examples = val_examples[: cfg.val_limit]
     prompts = load_prompts(plan.prompts_file)[: cfg.eval_limit]
-    logger = MetricLogger(
-        handle, runtime, resumed_step=step if progress else None, spool_dir=loop_config.get("spool_dir")
-    )
-    if progress and logger.tracker is not None:
-        logger.tracker.set_tags({"sft.resumed_from_step": step})
-    flops_per_token, peak = plan.model.flops_per_token(), peak_flops(runtime.device)
-    timing = progress["timing"] if progress else {"tokens": 0, "seconds": 0.0}
-    summary: dict[str, Any] = progress["summary"] if progress else {}
 
     def evaluate_chat(tag: str) -> ChatEval:
         result = distributed_chat_eval(model, tok, prompts, cfg, runtime, seed=plan.seed)
-        logger.log_text(
+        loop.logger.log_text(
             format_samples(result.samples, title=f"{tag}, greedy", limit=cfg.log_samples),
             f"samples/{tag.replace(' ', '_')}.txt",
         )
         return result
 
-    if progress is None:  # step 0: the base model, on the same data and prompts
+    if not loop.resumed:  # step 0: the base model, on the same data and prompts
         base_val = val_loss(model, val_examples, runtime, cfg.eval_batch_size, plan.pad_id)
         summary["base_val_loss"] = base_val
-        logger.log({"val/loss": base_val}, 0)
+        loop.logger.log({"val/loss": base_val}, 0)
         if cfg.eval_base:
             base = evaluate_chat("step_00000 base model")
             summary["base"] = base.metrics
-            logger.log({f"eval/{k}": v for k, v in base.metrics.items()}, 0)
-            logger.log({f"base/{k}": v for k, v in base.metrics.items()}, 0)
+            loop.logger.log({f"eval/{k}": v for k, v in base.metrics.items()}, 0)
+            loop.logger.log({f"base/{k}": v for k, v in base.metrics.items()}, 0)
 
-    model.train()
-    interval_start, interval_tokens = time.perf_counter(), 0
-    while step < plan.max_steps:
-        lr = lr_at(
-            step,
-            max_steps=plan.max_steps,
-            lr=cfg.lr,
-            warmup_steps=cfg.warmup_steps,
-            min_lr_ratio=cfg.min_lr_ratio,
-        )
-        set_lr(optimizer, lr)
+    def train_step() -> StepResult:
         batches = [collate_sft(rows, pad_id=plan.pad_id) for rows in data.next_step()]
         # Right-padded and causal: no attention mask needed (see chat_batches).
         loss, grad_norm = optimizer_step(
-            train_model,
-            optimizer,
+            loop.train_model,
+            loop.optimizer,
             [(b.input_ids, b.targets) for b in batches],
             runtime,
             grad_clip=cfg.grad_clip,
         )
-        step += 1
-        interval_tokens += sum(int(b.attention_mask.sum()) for b in batches) * runtime.world_size
-        last = step == plan.max_steps
+        return StepResult(
+            # this worker's real tokens times the workers: all workers' up to their padding differences
+            work=sum(int(b.attention_mask.sum()) for b in batches) * runtime.world_size,
+            metrics=lambda: {
+                "train/loss": mean_over_workers(loss, runtime),
+                "train/grad_norm": float(grad_norm),
+                "train/epoch": data.epoch_progress(),
+            },
+        )
 
-        if step % cfg.log_every == 0 or step == 1 or last:
-            loss_value = mean_over_workers(loss, runtime)
-            seconds = time.perf_counter() - interval_start
-            tokens_per_s = interval_tokens / seconds
-            if step > 1 or plan.max_steps == 1:  # the first step pays for warm-up
-                timing = {
-                    "tokens": timing["tokens"] + interval_tokens,
-                    "seconds": timing["seconds"] + seconds,
-                }
-            summary["train_loss"] = loss_value
-            logger.log(
-                {
-                    "train/loss": loss_value,
-                    "train/lr": lr,
-                    "train/grad_norm": float(grad_norm),
-                    "train/tokens_per_s": tokens_per_s,
-                    "train/mfu": mfu(tokens_per_s / runtime.world_size, flops_per_token, 1, peak),
-                    "train/peak_memory_mb": peak_memory_mb(runtime.device),
-                    "train/epoch": data.epoch_progress(),
-                },
-                step,
-            )
-            interval_start, interval_tokens = time.perf_counter(), 0
+    def validate(step: int) -> None:
+        summary["val_loss"] = val_loss(model, val_examples, runtime, cfg.eval_batch_size, plan.pad_id)
+        loop.logger.log({"val/loss": summary["val_loss"]}, step)
 
-        paused = False  # evaluation and checkpoints stay out of the throughput figures
-        if (cfg.eval_every and step % cfg.eval_every == 0) or last:
-            summary["val_loss"] = val_loss(model, val_examples, runtime, cfg.eval_batch_size, plan.pad_id)
-            logger.log({"val/loss": summary["val_loss"]}, step)
-            paused = True
-        if (cfg.chat_eval_every and step % cfg.chat_eval_every == 0) or last:
-            result = evaluate_chat(f"step_{step:05d}")
-            summary["eval"] = result.metrics
-            logger.log({f"eval/{k}": v for k, v in result.metrics.items()}, step)
-            paused = True
-        if step % cfg.checkpoint_every == 0 or last:
-            summary["tokens_per_s"] = timing["tokens"] / timing["seconds"] if timing["seconds"] else 0.0
-            progress = {"step": step, "data": data.position.to_dict(), "timing": timing, "summary": summary}
-            logger.flush()  # what is logged up to this checkpoint reaches MLflow before it counts
-            with scratch_dir("gptrecipe-ckpt-") as tmp:
-                save_checkpoint(tmp, model, optimizer, progress, runtime)
-                report_checkpoint(tmp, {"step": step}, step)
-            paused = True
-        if cfg.fail_marker_dir and runtime.is_main:
-            die_if_marked(Path(cfg.fail_marker_dir), step, logger)
-        if paused:
-            interval_start, interval_tokens = time.perf_counter(), 0
-    logger.flush()
+    def chat(step: int) -> None:
+        result = evaluate_chat(f"step_{step:05d}")
+        summary["eval"] = result.metrics
+        loop.logger.log({f"eval/{k}": v for k, v in result.metrics.items()}, step)
+        loop.info(
+            "step %d: chat accuracy %s, format compliance %s",
+            step,
+            _fmt(result.metrics.get("accuracy")),
+            _fmt(result.metrics.get("format_compliance")),
+        )
+
+    loop.run(data, train_step, [Periodic(cfg.eval_every, validate), Periodic(cfg.chat_eval_every, chat)])
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 @torch.no_grad()
 def val_loss(
     model: nn.Module, examples: list[ChatExample], runtime: Runtime, batch_size: int, pad_id: int
-) -> float:
+) -> float | None:
     """Mean NLL per assistant token over every worker's share of `examples` (rank r takes examples r,
     r + world_size, ...; every rank runs the same number of batches, as FSDP's collectives need)."""
     was_training = model.training
@@ -468,7 +400,7 @@ def val_loss(
     sums = sum_over_workers(sums, runtime)
     model.train(was_training)
     nll, tokens = sums.tolist()
-    return nll / tokens if tokens else float("nan")
+    return nll / tokens if tokens else None  # no assistant token to score: no loss, not a number
 
 
 def distributed_chat_eval(

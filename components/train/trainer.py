@@ -6,7 +6,8 @@
 - `make_optimizer`, `lr_at`: AdamW over the model's decay / no-decay groups; linear warm-up, then
   cosine decay to `min_lr_ratio` of the peak.
 - `optimizer_step`: gradient accumulation over micro-batches (gradients synchronised once, on the
-  last one), clipping, the update; the loss is a parameter (`lm_loss` by default) for SFT and the RM.
+  last one), then `clip_and_step` (clipping, the update); the loss is a parameter (`lm_loss` by
+  default) for SFT and the RM.
 - `peak_flops`, `mfu`, `peak_memory_mb`: throughput figures.
 - `save_checkpoint` / `load_checkpoint_weights` / `load_checkpoint_state`: model weights as safetensors;
   optimizer state, data position and RNG state beside them.
@@ -284,6 +285,18 @@ def lm_loss(model: nn.Module, batch: tuple[Tensor, Tensor], runtime: Runtime) ->
     return loss
 
 
+def clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float) -> Tensor:
+    """Clip the global gradient norm to `grad_clip` (0 = no clipping, the norm is still measured), update,
+    clear the gradients. Returns the norm before clipping, a tensor on the device."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
+        norm = norm.full_tensor()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
 def optimizer_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -291,29 +304,27 @@ def optimizer_step(
     runtime: Runtime,
     *,
     grad_clip: float,
-    loss_fn: Callable[[nn.Module, Any, Runtime], Tensor] = lm_loss,
+    loss_fn: Callable[[nn.Module, Any, Runtime], Tensor | tuple[Tensor, Tensor]] = lm_loss,
 ) -> tuple[Tensor, Tensor]:
     """One optimizer step over `micro_batches`: forward and backward of each with its loss
     (`loss_fn(model, batch, runtime)`, the language-model loss of (x, y) by default) divided by their
-    number, so the accumulated gradient is the mean over all of them; clip the global gradient norm to
-    `grad_clip` (0 = no clipping, the norm is still measured); update; clear gradients.
+    number, so the accumulated gradient is the mean over all of them; then `clip_and_step`.
 
-    Returns this worker's mean loss and the gradient norm before clipping, as tensors on the device
-    (reading them forces a GPU sync, so callers do it only when they log)."""
+    A `loss_fn` may return (loss, figures): a tensor of the micro-batch's figures to average instead of
+    the loss (the reward model's loss, accuracy, margin, ...). Returns this worker's mean of the loss (or
+    of the figures) and the gradient norm before clipping, as tensors on the device (reading them forces
+    a GPU sync, so callers do it only when they log)."""
     n = len(micro_batches)
-    total = torch.zeros((), device=runtime.device)
+    total = None
     for i, batch in enumerate(micro_batches):
         with gradient_sync(model, enabled=i == n - 1):
-            loss = loss_fn(model, batch, runtime)
+            out = loss_fn(model, batch, runtime)
+            loss, figures = out if isinstance(out, tuple) else (out, out)
             (loss / n).backward()
-        total += loss.detach()
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
-    if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
-        norm = norm.full_tensor()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return total / n, norm
+        if total is None:
+            total = torch.zeros(figures.shape, device=runtime.device)
+        total += figures.detach()
+    return total / n, clip_and_step(model, optimizer, grad_clip)
 
 
 def mean_over_workers(value: Tensor, runtime: Runtime) -> float:
@@ -536,6 +547,12 @@ class TrainingConfig(StageConfig):
 
     # -- logging and checkpoints --
     log_every: int = Field(10, ge=1, description="Log training metrics every N steps (and at step 1).")
+    progress_every_s: float = Field(
+        10.0,
+        ge=0,
+        description="A progress line (step, loss, throughput, ETA) in the log at a logging step at most "
+        "every N seconds, and at the first and last step; 0 = at every logging step.",
+    )
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (the newest).")
 
     # -- numerics and execution --
@@ -545,11 +562,6 @@ class TrainingConfig(StageConfig):
     scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Ray Train workers.")
     torch_threads: int | None = Field(
         None, ge=1, description="Torch threads per worker; None = the worker's CPUs (cpus_per_worker)."
-    )
-    fail_marker_dir: str | None = Field(
-        None,
-        description="Test hook: after step N, if the file <dir>/step-N exists, rank 0 deletes it and dies "
-        "(os._exit), as a crashed worker would.",
     )
 
 

@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError
 from safetensors.torch import load_file
 
 from components.core.config import ConfigError, StageConfig
-from components.core.stage import stage
+from components.core.stage import Stage, stage
 from components.model.checkpoint import CheckpointError, load_model_dir, save_model_dir
 from components.model.gpt import GPT, GPTConfig
 from components.tokenizer.bpe import TokenizerConfig, decode, encode_batch, eot_id, train_tokenizer
@@ -38,6 +38,9 @@ from components.train.trainer import Runtime
 from pipelines.config import PipelineSettings
 from pipelines.dag import Node, Pipeline
 from pipelines.runner import PipelineRun
+
+sys.path.insert(0, str(Path(__file__).parent))
+from crashes import crashing_stage
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests
 
@@ -267,20 +270,18 @@ def publish_corpus(ctx, config, inputs):
     }
 
 
-PIPELINE = Pipeline(
-    "pretrain-test",
-    [
-        Node(publish_corpus),
-        Node(pretrain, {"tokens": "corpus.tokens", "tokenizer": "corpus.tokenizer"}),
-    ],
-)
-
-
-def run_pipeline(settings: dict, corpus: Path, **pretrain_overrides):
+def run_pipeline(settings: dict, corpus: Path, *, stage: Stage = pretrain, **pretrain_overrides):
+    pipeline = Pipeline(
+        "pretrain-test",
+        [
+            Node(publish_corpus),
+            Node(stage, {"tokens": "corpus.tokens", "tokenizer": "corpus.tokenizer"}),
+        ],
+    )
     config = small(**pretrain_overrides).model_dump(mode="json")
-    model = PIPELINE.config_model(PipelineSettings)
+    model = pipeline.config_model(PipelineSettings)
     full = model.model_validate({"pipeline": settings, "corpus": {"source": str(corpus)}, "pretrain": config})
-    _, summary = PipelineRun(full, PIPELINE, source="test").execute()
+    _, summary = PipelineRun(full, pipeline, source="test").execute()
     return summary
 
 
@@ -375,12 +376,12 @@ def test_killed_worker_and_crashed_stage_resume_to_the_same_losses(reference, co
     markers.mkdir()
     (markers / "step-5").touch()
     (markers / "step-7").touch()
-    crash = {"fail_marker_dir": str(markers), "scaling": {"max_failures": 1}}
+    crashing = crashing_stage(pretrain, markers)
 
-    first = run_pipeline(settings, corpus, **crash)
+    first = run_pipeline(settings, corpus, stage=crashing, scaling={"max_failures": 1})
     assert first["stages"]["pretrain"]["status"] == "failed"
     assert not list(markers.iterdir())  # both deaths happened
-    second = run_pipeline(settings, corpus, **crash)
+    second = run_pipeline(settings, corpus, stage=crashing, scaling={"max_failures": 1})
     assert second["stages"]["pretrain"]["status"] == "done"
     assert second["stages"]["corpus"]["status"] == "cached"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from components.model.gpt import GPT, GPTConfig
 from components.tokenizer.bpe import TokenizerConfig, train_tokenizer
 from components.train.datasets import DatasetError
 from components.train.sft import SFTConfig, plan_sft, sft
+
+sys.path.insert(0, str(Path(__file__).parent))
+from crashes import crashing_workers
 
 CAPITALS = {
     "Ejon": "Thozusesh",
@@ -222,9 +226,9 @@ def test_crashed_stage_resumes_from_its_checkpoint_to_the_same_result(
     markers = tmp_path / "markers"
     markers.mkdir()
     (markers / "step-7").touch()
-    config = small(fail_marker_dir=str(markers))
+    config = small()
     env = env_for(tmp_path, tracking_uri, "test_sft_resume")
-    with pytest.raises(Exception, match=r"(?i)train"):
+    with crashing_workers("components.train.sft", markers), pytest.raises(Exception, match=r"(?i)train"):
         run_stage(sft, config, artifacts(world), env)
     assert not (markers / "step-7").exists()
     record = run_stage(sft, config, artifacts(world), env)

@@ -55,6 +55,7 @@ from components.train.rl.formulas import (
 )
 from components.train.trainer import (
     Runtime,
+    clip_and_step,
     load_checkpoint_state,
     load_checkpoint_weights,
     lr_at,
@@ -104,14 +105,6 @@ def response_values(critic: nn.Module, rollout: Rollout) -> Tensor:
 def micro_batches(size: int, micro: int) -> Iterator[slice]:
     for lo in range(0, size, micro):
         yield slice(lo, min(size, lo + micro))
-
-
-def _clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float) -> float:
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(norm)
 
 
 def _mean_stats(rows: Sequence[MinibatchStats]) -> MinibatchStats:
@@ -336,7 +329,7 @@ class PolicyActor(TrainableRole):
         if should_early_stop(sums["approx_kl"], cfg.target_kl):
             self.optimizer.zero_grad(set_to_none=True)
             return {**sums, "early_stopped": True, "grad_norm": None}  # no step: no gradient norm to report
-        grad_norm = _clip_and_step(self.model, self.optimizer, cfg.grad_clip)
+        grad_norm = float(clip_and_step(self.model, self.optimizer, cfg.grad_clip))
         return {**sums, "early_stopped": False, "grad_norm": grad_norm}
 
     # -- evaluation and output -----------------------------------------------------------------------------
@@ -436,7 +429,7 @@ class Critic(TrainableRole):
                     (loss * weight).backward()
                     for key in ("loss", "value_clip_fraction", "value_mean"):
                         sums[key] = sums.get(key, 0.0) + float(stats[key]) * weight
-                sums["grad_norm"] = _clip_and_step(self.model, self.optimizer, cfg.grad_clip)
+                sums["grad_norm"] = float(clip_and_step(self.model, self.optimizer, cfg.grad_clip))
                 minibatches.append(sums)
         return {"minibatches": minibatches, "mean": _mean_stats(minibatches), "lr": lr}
 
