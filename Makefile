@@ -47,4 +47,5 @@ bench: install $(DT_VENV)/.installed
 	$(BIN)/python tests/bench/tokenize_throughput.py
 	$(BIN)/python tests/bench/pretrain_throughput.py
 	$(BIN)/python tests/bench/serve_load.py
+	$(BIN)/python tests/bench/pii_recall.py
 	$(BIN)/python tests/bench/store_traffic.py

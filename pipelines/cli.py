@@ -20,6 +20,8 @@ from pathlib import Path
 
 from components.core.config import ConfigError
 
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"  # MLflow 3's UI: runs and metrics, not GenAI traces
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded from a model hub
 
@@ -35,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.runner import format_summary, run_config
 
     pipeline = _pipeline()
-    config, source = load_config(args.config, args.overrides, pipeline)
+    config, source = load_config(args.config, args.overrides, pipeline, until=args.until)
     path, summary = run_config(
         config,
         pipeline,
@@ -47,7 +49,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(format_summary(summary))
     ml = summary["mlflow"]
-    print(f"MLflow: `gptrecipe ui {args.config}` then http://127.0.0.1:5000 (run {ml['parent_run_id']})")
+    # MLflow 3's UI opens experiments in its GenAI view unless asked for the model-training one.
+    page = f"#/experiments/{ml['experiment_id']}?{MODEL_TRAINING_VIEW}" if ml.get("experiment_id") else ""
+    print(f"MLflow: `gptrecipe ui {args.config}`, http://127.0.0.1:5000/{page} (run {ml['parent_run_id']})")
     from components.serve.commands import chat_hint
 
     if hint := chat_hint(summary, path):
@@ -78,7 +82,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pipelines.config import load_config
     from pipelines.submit import submit
 
-    load_config(args.config, args.overrides, _pipeline())  # refuse a bad config before shipping it
+    # Refuse a bad config before shipping it.
+    load_config(args.config, args.overrides, _pipeline(), until=args.until)
     return submit(
         address=args.address,
         config=args.config,
@@ -102,7 +107,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--backend-store-uri", settings.tracking_uri,
         "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
     ]  # fmt: skip
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    # MLflow 3's UI shows its GenAI view unless asked for the model-training one (runs, metrics, models).
+    print(f"MLflow UI on http://127.0.0.1:{args.port}/#/experiments?{MODEL_TRAINING_VIEW} (Ctrl-C to stop)")
     from components.serve.lifecycle import run_group
 
     # Its own process group, stopped as a whole on SIGINT/SIGTERM: mlflow server has worker processes.

@@ -96,8 +96,11 @@ def read_config_data(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return deep_merge(read_config_data(parent_path, (*seen, path.resolve())), data)
 
 
-def load_config(spec: str, overrides: list[str], pipeline: Pipeline) -> tuple[BaseModel, str]:
-    """Validate a pipeline config before any work starts; errors name the key and the file."""
+def load_config(
+    spec: str, overrides: list[str], pipeline: Pipeline, until: str | None = None
+) -> tuple[BaseModel, str]:
+    """Validate a pipeline config before any work starts; errors name the key and the file. With `until`,
+    only the sections of the stages that will run (`until` and what it depends on) are validated."""
     path = config_path(spec)
     data = read_config_data(path)
     data.setdefault("pipeline", {}).setdefault("name", path.stem)
@@ -105,16 +108,19 @@ def load_config(spec: str, overrides: list[str], pipeline: Pipeline) -> tuple[Ba
     if overrides:
         data = apply_overrides(data, overrides)
         source += f" with overrides {' '.join(overrides)}"
-    model = pipeline.config_model(PipelineSettings)
+    stages = pipeline.select(until)
+    model = pipeline.config_model(PipelineSettings, stages)
     config = validate(model, data, source)
-    check_switches(config, pipeline)
+    check_switches(config, pipeline, stages)
     return config, source
 
 
-def check_switches(config: BaseModel, pipeline: Pipeline) -> None:
+def check_switches(config: BaseModel, pipeline: Pipeline, stages: list[str] | None = None) -> None:
     """Before any work: a stage switched off must be able to pass its input through, or nothing may need
-    its output; and every stage's own preflight check passes with the inputs it will actually get."""
-    for name, node in pipeline.nodes.items():
+    its output; and every stage's own preflight check passes with the inputs it will actually get.
+    Only `stages` (default: all) are checked; they must include what they depend on."""
+    for name in pipeline.names if stages is None else stages:
+        node = pipeline.nodes[name]
         if not getattr(config, name).enabled:
             continue
         available = set()

@@ -7,7 +7,9 @@ model is derived from it: one section per stage (its own documented config model
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, create_model
 
@@ -79,9 +81,14 @@ class Pipeline:
         keep = {self.require(until)} | self.ancestors(until)
         return [n for n in self.names if n in keep]
 
-    def config_model(self, settings: type[BaseModel]) -> type[BaseModel]:
-        """`{pipeline: settings, <stage>: <stage config>, ...}`; every section has defaults."""
-        fields = {"pipeline": (settings, ...)}
+    def config_model(self, settings: type[BaseModel], stages: Iterable[str] | None = None) -> type[BaseModel]:
+        """`{pipeline: settings, <stage>: <stage config>, ...}`; every section has defaults. Only the
+        sections of `stages` (default: all) are validated; the others are kept as they are, unread."""
+        checked = set(self.names if stages is None else stages)
+        fields: dict[str, Any] = {"pipeline": (settings, ...)}
         for name, node in self.nodes.items():
-            fields[name] = (node.stage.config, node.stage.config())
+            if name in checked:
+                fields[name] = (node.stage.config, node.stage.config())
+            else:
+                fields[name] = (dict[str, Any], {})
         return create_model(f"{self.name.title()}PipelineConfig", __base__=StrictModel, **fields)

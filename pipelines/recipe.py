@@ -1,7 +1,10 @@
 """The GPT-assistant recipe as one DAG: raw crawl in, chat assistant out.
 
 Each node is a stage (found by name under components/) and names where each of its inputs comes
-from ("stage.output"). `gptrecipe stages CONFIG` prints this DAG with each stage's cache status.
+from ("stage.output"). Stages with heavy libraries (torch, mlflow, datasketch) enter as their declaration
+(`SPEC` in the light `*_config.py` beside the stage's module), so loading and validating a config imports
+none of them; a stage's own module is imported when the stage runs.
+`gptrecipe stages CONFIG` prints this DAG with each stage's cache status.
 Inputs named `labels` are the tiny world's ground truth: with the world stage switched off (your own
 WARC files via `ingest.paths`) they are absent and the stages skip their precision/recall metrics.
 """
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 from components.data.curation_report import curation_report
 from components.data.decontaminate import decontaminate
-from components.data.dedup import dedup
+from components.data.dedup_config import SPEC as dedup
 from components.data.extract import extract
 from components.data.ingest import ingest
 from components.data.language import language
@@ -18,15 +21,16 @@ from components.data.model_quality import model_quality
 from components.data.pii import pii
 from components.data.quality import quality
 from components.data.url_filter import url_filter
-from components.eval.evaluate import evaluate
-from components.model.hf_export import export
+from components.eval.evaluate_config import SPEC as evaluate
+from components.eval.register_model_config import SPEC as register_model
+from components.model.hf_export_config import SPEC as export
 from components.tokenizer.tokenize import tokenize
 from components.tokenizer.train import train_tokenizer
-from components.train.grpo import grpo
-from components.train.ppo import ppo
-from components.train.pretrain import pretrain
-from components.train.reward_model import reward_model
-from components.train.sft import sft
+from components.train.grpo_config import SPEC as grpo
+from components.train.ppo_config import SPEC as ppo
+from components.train.pretrain_config import SPEC as pretrain
+from components.train.reward_model_config import SPEC as reward_model
+from components.train.sft_config import SPEC as sft
 from components.world.conversations import conversations
 from components.world.crawl import world
 from pipelines.dag import Node, Pipeline
@@ -100,5 +104,17 @@ RECIPE = Pipeline(
         ),
         # -- the final policy as a Hugging Face transformers model (any model: rewire "model") --------
         Node(export, {"model": "ppo.policy"}),
+        # -- the final policy in the MLflow model registry: champion if it beats the current one ------
+        Node(
+            register_model,
+            {
+                "model": "ppo.policy",
+                "hf_model": "export.hf_model",
+                "report": "evaluate.report",
+                "sft": "conversations.sft",
+                "preferences": "conversations.preferences",
+                "prompts": "conversations.prompts",
+            },
+        ),
     ],
 )

@@ -218,7 +218,7 @@ class PipelineRun:
             for name in self.selected:
                 records.setdefault(name, StageRecord(stage=name, status="not_run", error="interrupted"))
 
-        summary = self._summary(records, started, parent.run_id)
+        summary = self._summary(records, started, parent.run_id, parent.experiment_id)
         summary_path = run_dir / "summary.json"
         ArtifactStore(run_dir).write_json(str(summary_path), summary)
         if not store.is_local:  # the run's record lives with its outputs, beside the node-local copy
@@ -292,7 +292,13 @@ class PipelineRun:
                 log.error("%s failed: %s", name, msg.splitlines()[0] if msg else "")
             _print_progress(records[name])
 
-    def _summary(self, records: dict[str, StageRecord], started: float, parent_run_id: str | None) -> dict:
+    def _summary(
+        self,
+        records: dict[str, StageRecord],
+        started: float,
+        parent_run_id: str | None,
+        experiment_id: str | None = None,
+    ) -> dict:
         stages = {}
         for name in self.selected:
             record = records.get(name) or StageRecord(stage=name, status="not_run")
@@ -319,6 +325,7 @@ class PipelineRun:
                 "tracking_uri": self.settings.tracking_uri,
                 "experiment": self.settings.experiment,
                 "parent_run_id": parent_run_id,
+                "experiment_id": experiment_id,
             },
             "stages": stages,
         }

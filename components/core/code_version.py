@@ -25,6 +25,8 @@ import ast
 import fnmatch
 import functools
 import hashlib
+import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -97,13 +99,71 @@ def clear_cache() -> None:
     """Forget the import graphs and parses (after editing sources within one process)."""
     _import_closure.cache_clear()
     _module_facts.cache_clear()
+    _layout.cache_clear()
+    _disk_cache.cache_clear()
 
 
 @functools.cache
 def _module_facts(name: str, root: Path) -> tuple[str, tuple[str, ...]]:
-    """(digest of the module's syntax tree, the project modules it imports) for module `name`."""
+    """(digest of the module's syntax tree, the project modules it imports) for module `name`, from the
+    on-disk cache when the module's bytes and the project's set of modules are as they were."""
     path = _locate(name, root)
-    tree = ast.parse(path.read_bytes(), filename=str(path))
+    source = path.read_bytes()
+    key = hashlib.sha256(
+        f"{sys.version_info[:2]}\0{root}\0{name}\0{path}\0{_layout(root)}\0".encode() + source
+    ).hexdigest()
+    cache = _disk_cache()
+    if isinstance(hit := cache.get(key), list) and len(hit) == 2:
+        return hit[0], tuple(hit[1])
+    facts = _parse_facts(name, path, source, root)
+    cache[key] = [facts[0], list(facts[1])]
+    _save_disk_cache(cache)
+    return facts
+
+
+# Parsing and dumping ~100 modules takes a second or two; `gptrecipe stages` should not. The facts of a
+# module depend only on its bytes and on which project modules exist (`_layout`), so they are kept on
+# disk under those (GPTRECIPE_CODE_CACHE, default ~/.cache/gptrecipe/code_facts.json; "" = off).
+def _cache_file() -> Path | None:
+    where = os.environ.get("GPTRECIPE_CODE_CACHE")
+    if where == "":
+        return None
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(where) if where else base / "gptrecipe" / "code_facts.json"
+
+
+@functools.cache
+def _disk_cache() -> dict:
+    try:
+        file = _cache_file()
+        data = json.loads(file.read_text()) if file else {}
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_disk_cache(cache: dict) -> None:
+    file = _cache_file()
+    if file is None:
+        return
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, file)
+    except OSError:
+        pass
+
+
+@functools.cache
+def _layout(root: Path) -> str:
+    """The project's modules (files under the project packages): imports are resolved against them."""
+    files = sorted(str(p.relative_to(root)) for pkg in PROJECT_PACKAGES for p in (root / pkg).rglob("*.py"))
+    return hashlib.sha256("\n".join(files).encode()).hexdigest()
+
+
+def _parse_facts(name: str, path: Path, source: bytes, root: Path) -> tuple[str, tuple[str, ...]]:
+    tree = ast.parse(source, filename=str(path))
     imports = _imports(tree, name, is_package=path.name == "__init__.py", root=root)
     # Docstrings are dropped before hashing: nothing computes a stage's outputs from them (only the
     # `gptrecipe stages` listing shows one), and rerunning a training stage because a docstring was

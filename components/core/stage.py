@@ -14,8 +14,11 @@ resume from whatever per-shard files or checkpoints it had finished (`ctx.work_u
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import dataclasses
 import hashlib
+import importlib
 import inspect
 import json
 import logging
@@ -45,8 +48,16 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Stage:
+    """A stage: what the DAG knows of it without running anything (name, config model, inputs, outputs,
+    resources, preflight check) and its code, `fn`, or where to find it, `impl` ("module:function").
+
+    A stage's declaration lives beside its config model in a light module (`dedup_config.py` beside
+    `dedup.py`) that imports neither torch nor the stage's other heavy libraries, so loading and
+    validating a pipeline config is fast; the heavy module binds its function to the declaration
+    (`@stage(SPEC)`) and is imported only when the stage runs (`Stage.function`)."""
+
     name: str
-    fn: Callable[..., dict[str, Artifact]]
+    fn: Callable[..., dict[str, Artifact]] | None
     config: type[StageConfig]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
@@ -59,18 +70,55 @@ class Stage:
     # Checks a config against the inputs the DAG will provide, when the config is loaded (before any stage
     # runs), so a stage deep in the pipeline cannot fail late on something knowable up front.
     preflight: Callable[[StageConfig, Collection[str]], None] | None = None
+    # "module:function" of the stage's code, imported only when needed (None: `fn` is the code).
+    impl: str | None = None
+
+    @property
+    def module(self) -> str:
+        """The module holding the stage's code (its code version starts there), found without importing it."""
+        if self.impl:
+            return self.impl.partition(":")[0]
+        if self.fn is None:
+            raise ValueError(f"stage {self.name} has neither code (fn) nor a reference to it (impl)")
+        return self.fn.__module__
+
+    @property
+    def function(self) -> Callable[..., dict[str, Artifact]]:
+        """The stage's code; a declaration (`fn` None) imports its `impl` module now."""
+        if self.fn is not None:
+            return self.fn
+        module, _, attr = (self.impl or "").partition(":")
+        bound = getattr(importlib.import_module(module), attr or self.name)
+        fn = bound.function if isinstance(bound, Stage) else bound
+        if isinstance(bound, Stage) and bound.name != self.name:
+            raise ValueError(f"{self.impl} is stage {bound.name!r}, not {self.name!r}")
+        return fn
 
     @property
     def description(self) -> str:
-        return (inspect.getdoc(self.fn) or "").split("\n", 1)[0]
+        """The first line of the stage function's docstring (read from the source, not imported)."""
+        doc = inspect.getdoc(self.fn) if self.fn is not None else _docstring(self.impl or "")
+        return (doc or "").split("\n", 1)[0]
 
     def __call__(self, ctx: StageContext, config: StageConfig, inputs: dict[str, Artifact]):
-        return self.fn(ctx, config, inputs)
+        return self.function(ctx, config, inputs)
 
 
-def stage(
+def _docstring(impl: str) -> str | None:
+    module, _, name = impl.partition(":")
+    path = code_versions.module_file(module)
+    if path is None:
+        return None
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
+            return ast.get_docstring(node)
+    return None
+
+
+def stage_spec(
     name: str,
     *,
+    impl: str,
     config: type[StageConfig],
     outputs: Iterable[str],
     inputs: Iterable[str] = (),
@@ -81,23 +129,65 @@ def stage(
     passthrough: dict[str, str] | None = None,
     data_files: Iterable[str] = (),
     preflight: Callable[[StageConfig, Collection[str]], None] | None = None,
+) -> Stage:
+    """Declare a stage without its code: `impl` ("module:function") names the function, which binds
+    itself with `@stage(SPEC)`. `cpus`/`gpus`/`memory_gb` are what its Ray task reserves; a stage that
+    only coordinates other Ray work (Ray Train, fan-out over shards) should reserve `cpus=0`."""
+    return Stage(
+        name=name,
+        fn=None,
+        config=config,
+        inputs=tuple(inputs) + tuple(optional_inputs),
+        optional_inputs=tuple(optional_inputs),
+        outputs=tuple(outputs),
+        resources=Resources(cpus=cpus, gpus=gpus, memory_gb=memory_gb),
+        passthrough=dict(passthrough or {}),
+        data_files=tuple(data_files),
+        preflight=preflight,
+        impl=impl,
+    )
+
+
+def stage(
+    name: str | Stage,
+    *,
+    config: type[StageConfig] | None = None,
+    outputs: Iterable[str] = (),
+    inputs: Iterable[str] = (),
+    optional_inputs: Iterable[str] = (),
+    cpus: float = 1,
+    gpus: float = 0,
+    memory_gb: float | None = None,
+    passthrough: dict[str, str] | None = None,
+    data_files: Iterable[str] = (),
+    preflight: Callable[[StageConfig, Collection[str]], None] | None = None,
 ) -> Callable[[Callable[..., dict[str, Artifact]]], Stage]:
-    """Declare a stage. `cpus`/`gpus`/`memory_gb` are what its Ray task reserves; a stage that only
-    coordinates other Ray work (Ray Train, fan-out over shards) should reserve `cpus=0`."""
+    """Bind a stage function to its declaration (`@stage(SPEC)`, see `stage_spec`), or declare a stage
+    in place (`@stage("name", config=..., outputs=...)`, same arguments as `stage_spec` but `impl`)."""
 
     def wrap(fn: Callable[..., dict[str, Artifact]]) -> Stage:
-        return Stage(
-            name=name,
-            fn=fn,
+        if isinstance(name, Stage):
+            here = f"{fn.__module__}:{fn.__name__}"
+            if name.impl and name.impl != here:
+                raise ValueError(f"stage {name.name} is declared at {name.impl}, but bound at {here}")
+            return dataclasses.replace(name, fn=fn, impl=name.impl or here)
+        if config is None:
+            raise TypeError(f"stage {name!r}: config= is required")
+        spec = stage_spec(
+            name,
+            impl="",
             config=config,
-            inputs=tuple(inputs) + tuple(optional_inputs),
-            optional_inputs=tuple(optional_inputs),
-            outputs=tuple(outputs),
-            resources=Resources(cpus=cpus, gpus=gpus, memory_gb=memory_gb),
-            passthrough=dict(passthrough or {}),
-            data_files=tuple(data_files),
+            outputs=outputs,
+            inputs=inputs,
+            optional_inputs=optional_inputs,
+            cpus=cpus,
+            gpus=gpus,
+            memory_gb=memory_gb,
+            passthrough=passthrough,
+            data_files=data_files,
             preflight=preflight,
         )
+        return dataclasses.replace(spec, fn=fn, impl=None)
 
     return wrap
 
@@ -109,7 +199,7 @@ def code_version(stage: Stage) -> str:
     """Hash of the parsed code of every project module the stage's module imports, transitively, and of
     the bytes of its `data_files` (see `components.core.code_version`). Editing anything a stage can run
     or ships with reruns it; editing an unrelated module, a comment or a docstring does not."""
-    return code_versions.code_version(stage.fn.__module__, stage.data_files)
+    return code_versions.code_version(stage.module, stage.data_files)
 
 
 def fingerprint(location: str) -> str:
@@ -444,7 +534,7 @@ def run_stage(
     started = time.time()
     try:
         try:
-            outputs = stage.fn(ctx, config, inputs)
+            outputs = stage.function(ctx, config, inputs)
             missing = set(stage.outputs) - set(outputs or {})
             if missing:
                 raise RuntimeError(

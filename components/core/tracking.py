@@ -30,6 +30,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 # MLflow's own per-request limits for log_batch.
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS, _MAX_PARAM_CHARS = 1000, 100, 100, 6000
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment in the view this tag names; without it, it guesses from the runs'
+# contents and may open the GenAI traces view. Ours are model-training experiments.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def retry_delays() -> list[float]:
@@ -91,6 +94,7 @@ class Tracker:
         self.artifact_location = artifact_location or default_artifact_location(tracking_uri)
         self.spool_dir = Path(spool_dir) if spool_dir else None
         self._own_spool = False  # a temporary spool this tracker made, emptied as it sends
+        self.experiment_id: str | None = None  # known once the run exists
         self.flush_every_s = flush_every_s
         self._buffer = _Buffer()
         self._initial_tags = {k: str(v) for k, v in (tags or {}).items()}
@@ -200,7 +204,11 @@ class Tracker:
         exp = client.get_experiment_by_name(self.experiment)
         if exp is None:
             try:
-                exp_id = client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+                exp_id = client.create_experiment(
+                    self.experiment,
+                    artifact_location=self.artifact_location,
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                )
             except Exception:  # another process created it first
                 exp = client.get_experiment_by_name(self.experiment)
                 if exp is None:
@@ -209,6 +217,7 @@ class Tracker:
         else:
             exp_id = exp.experiment_id
         tags = {"mlflow.runName": self.run_name, **self._initial_tags}
+        self.experiment_id = exp_id
         self.run_id = client.create_run(exp_id, run_name=self.run_name, tags=tags).info.run_id
         return self.run_id
 

@@ -21,6 +21,8 @@ Outputs (the `report` artifact, also logged to MLflow):
     one of its labelled duplicates: dedup keeps one copy of a cluster, not necessarily the original),
     and where the others were lost;
   * what the final corpus holds by category, and labelled PII values / leaked pages left in it.
+  A fraction of nothing (no junk-stage drop, no good English page, nothing ingested) is null in the
+  JSON and left out of the metrics: no number rather than a perfect one.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pydantic import Field
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import StageConfig
 from components.core.stage import StageContext, stage
-from components.data.documents import dropped_urls, iter_documents, list_shards, load_labels
+from components.data.documents import dropped_urls, iter_documents, list_shards, load_labels, ratio
 
 CURATION_STAGES: tuple[str, ...] = (
     "url_filter",
@@ -149,10 +151,6 @@ def page_fates(
     return fates
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else 1.0
-
-
 def overall_truth(
     labels: dict[str, dict], fates: dict[str, str], final_text: dict[str, str], junk_stages: list[str]
 ) -> dict[str, Any]:
@@ -182,7 +180,7 @@ def overall_truth(
         elif label["category"] == "hostile":
             hostile[label["junk_class"]][fates[url]] += 1
     for entry in junk_classes.values():
-        entry["recall"] = _ratio(entry["removed"], entry["pages"])
+        entry["recall"] = ratio(entry["removed"], entry["pages"])
         entry["fates"] = dict(entry["fates"].most_common())
     junk_pages = sum(e["pages"] for e in junk_classes.values())
     junk_removed = sum(e["removed"] for e in junk_classes.values())
@@ -210,17 +208,17 @@ def overall_truth(
     non_english_good = sum(lab["category"] == "good" and lab["language"] != "en" for lab in final_labels)
 
     return {
-        "junk_precision": _ratio(junk_tp, len(junk_drops)),
+        "junk_precision": ratio(junk_tp, len(junk_drops)),
         "junk_stage_drops": len(junk_drops),
         "junk_stage_false_positives": {k: dict(v.most_common()) for k, v in sorted(false_positives.items())},
-        "junk_recall": _ratio(junk_removed, junk_pages),
+        "junk_recall": ratio(junk_removed, junk_pages),
         "junk_recall_by_class": dict(sorted(junk_classes.items())),
         "hostile_fates": {k: dict(v.most_common()) for k, v in sorted(hostile.items())},
         "good_en_pages": len(good_en),
         "good_en_kept": len(kept_url),
-        "good_en_kept_fraction": _ratio(len(kept_url), len(good_en)),
+        "good_en_kept_fraction": ratio(len(kept_url), len(good_en)),
         "good_en_content_kept": len(kept_content),
-        "good_kept_fraction": _ratio(len(kept_content), len(good_en)),
+        "good_kept_fraction": ratio(len(kept_content), len(good_en)),
         "good_en_lost_by": dict(lost.most_common()),
         "final_labelled": len(final_labels),
         "final_by_category": dict(sorted(final_by_category.items())),
@@ -319,11 +317,11 @@ def curation_report(
     report: dict[str, Any] = {
         "documents_initial": initial,
         "documents_final": final,
-        "kept_fraction": _ratio(final, initial),
+        "kept_fraction": ratio(final, initial),
         "stages": rows,
     }
-    headline: dict[str, float] = {"documents_initial": initial, "documents_final": final}
-    metrics: dict[str, float] = {}
+    headline: dict[str, float | None] = {"documents_initial": initial, "documents_final": final}
+    metrics: dict[str, float | None] = {}
     for row in rows:
         metrics[f"{row['stage']}.documents_in"] = row["documents_in"]
         metrics[f"{row['stage']}.documents_out"] = row["documents_out"]

@@ -34,7 +34,7 @@ import posixpath
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import fsspec
@@ -54,6 +54,7 @@ from components.data.documents import (
     load_labels,
     log_samples,
     precision_recall,
+    ratio,
     read_documents,
 )
 from components.data.pii import scrub
@@ -281,18 +282,28 @@ def _dropped_docs(ctx: StageContext) -> Iterator[Document]:
 
 def decontamination_truth(
     entering: Iterable[str], removed: dict[str, list[str]], labels: dict[str, dict]
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Document- and item-level precision/recall against the labels' `contaminated_with`, over the
-    labelled documents that entered the stage (`entering` URLs; `removed`: url -> matched item ids)."""
+    labelled documents that entered the stage (`entering` URLs; `removed`: url -> matched item ids).
+    A recall with no leaked item to find, or a precision with nothing removed, is None."""
     actual = {u for u in entering if u in labels and labels[u].get("contaminated_with")}
     predicted = {u for u in removed if u in labels}
     metrics = {f"documents_{k}": v for k, v in precision_recall(predicted, actual).items()}
     true_items = sum(len(set(labels[u]["contaminated_with"])) for u in actual)
     found = sum(len(set(removed[u]) & set(labels[u]["contaminated_with"])) for u in predicted & actual)
     claimed = sum(len(set(removed[u])) for u in predicted)
-    metrics["items_recall"] = found / true_items if true_items else 1.0
-    metrics["items_precision"] = found / claimed if claimed else 1.0
+    metrics["items_recall"] = ratio(found, true_items)
+    metrics["items_precision"] = ratio(found, claimed)
     return metrics
+
+
+def check_sources(config: DecontaminateConfig, inputs: Collection[str]) -> None:
+    """Preflight: an evaluation set must come from somewhere, said before the curation runs."""
+    if "benchmark" not in inputs and not config.extra_eval_paths:
+        raise ConfigError(
+            "decontaminate has no evaluation set: wire its `benchmark` input (the world stage's knowledge), "
+            "set decontaminate.extra_eval_paths, or switch the stage off (decontaminate.enabled=false)"
+        )
 
 
 @stage(
@@ -303,6 +314,7 @@ def decontamination_truth(
     outputs=("documents", "dropped"),
     cpus=0,
     passthrough={"documents": "documents"},
+    preflight=check_sources,
 )
 def decontaminate(
     ctx: StageContext, config: DecontaminateConfig, inputs: dict[str, Artifact]

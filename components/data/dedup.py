@@ -56,12 +56,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import Field, model_validator
 
 from components.core.artifacts import Artifact, ArtifactStore
-from components.core.config import ConfigError, StageConfig, StrictModel
+from components.core.config import ConfigError
 from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext, stage
+from components.data.dedup_config import SPEC, DedupConfig, MinHashConfig
 from components.data.documents import (
     FilterStats,
     documents_artifacts,
@@ -69,6 +69,8 @@ from components.data.documents import (
     list_shards,
     load_labels,
     log_dropped_samples,
+    per_second,
+    ratio,
 )
 from components.data.minhash import (
     MinHasher,
@@ -84,59 +86,6 @@ from components.data.minhash import (
 
 EXACT, NEAR = "dedup.exact", "dedup.near"
 EXACT_KEY = "exact"
-
-
-class MinHashConfig(StrictModel):
-    """Fuzzy deduplication: MinHash over word n-gram shingles, LSH with `bands` x `rows`."""
-
-    enabled: bool = Field(True, description="Find near duplicates too; False = exact dedup only.")
-    ngram: int = Field(5, ge=1, description="Words per shingle (FineWeb: 5).")
-    bands: int = Field(14, ge=1, description="LSH bands (FineWeb: 14). More bands: more recall.")
-    rows: int = Field(
-        8,
-        ge=1,
-        description="MinHash values per band (FineWeb: 8); num_perm = bands x rows. More rows: "
-        "fewer false candidates. The S-curve's threshold is about (1/bands)^(1/rows).",
-    )
-    seed: int = Field(1, description="Seed of the MinHash permutations.")
-    verify_threshold: float | None = Field(
-        0.6,
-        ge=0,
-        le=1,
-        description="Keep a fuzzy candidate pair only if the true Jaccard of the two shingle sets is at "
-        "least this; None trusts LSH alone. 0.6 sits below the LSH threshold (0.72), so it leaves the "
-        "S-curve where it matters, and removes the chance band collisions of different pages built from "
-        "one template (true Jaccard 0.2-0.4). On the tiny world after the upstream filters those were "
-        "the only false positives: precision 0.984 unverified (too close to the 0.98 target), 1.0 "
-        "verified, at the same recall; 0.7 or 0.8 would start dropping true near duplicates. Costs a "
-        "second read of the candidate documents' text (about 15% of the stage's time there).",
-    )
-    key_partitions: int = Field(
-        1,
-        ge=1,
-        description="Split each band's buckets over this many tasks by key range: a bucket task holds "
-        "about N x 48 / key_partitions bytes for N documents (raise it beyond ~100M documents).",
-    )
-
-
-class DedupConfig(StageConfig):
-    """Exact and fuzzy deduplication; one document per duplicate cluster is kept."""
-
-    exact: bool = Field(
-        True,
-        description="Drop documents whose normalised text (lower-case, punctuation to spaces, whitespace "
-        "collapsed) equals another's.",
-    )
-    minhash: MinHashConfig = Field(default_factory=MinHashConfig, description="Fuzzy dedup (MinHash-LSH).")
-    samples_per_reason: int = Field(
-        5, ge=0, description="Dropped documents per reason logged to MLflow (PII scrubbed)."
-    )
-
-    @model_validator(mode="after")
-    def _something_to_do(self) -> DedupConfig:
-        if self.enabled and not self.exact and not self.minhash.enabled:
-            raise ValueError("exact and minhash.enabled are both false: switch the stage off instead")
-        return self
 
 
 # --- small helpers ------------------------------------------------------------------------------
@@ -480,7 +429,7 @@ def read_ids(task: tuple[str, list[int]], *, store_root: str, in_uri: str) -> li
 # --- ground truth ----------------------------------------------------------------------------------
 
 
-def dedup_truth(labels: dict[str, dict], urls: list[str], dropped: set[int]) -> dict[str, float]:
+def dedup_truth(labels: dict[str, dict], urls: list[str], dropped: set[int]) -> dict[str, float | None]:
     """Scores against the tiny world's duplicate labels, over the documents that entered the stage.
 
     `urls[i]` is the url of entering document i (global index), `dropped` the indices this stage
@@ -489,6 +438,7 @@ def dedup_truth(labels: dict[str, dict], urls: list[str], dropped: set[int]) -> 
     collapsed, i.e. the copy was dropped, or its original was dropped while the copy was kept.
     Precision: the fraction of dropped documents that belong to a ground-truth cluster with a kept
     member; any other drop (a unique page, or a whole cluster dropped) is a false positive.
+    A recall over no labelled copy, or a precision with no labelled drop, is None (nothing to check).
     """
     index_of: dict[str, int] = {}
     for i, url in enumerate(urls):
@@ -507,10 +457,9 @@ def dedup_truth(labels: dict[str, dict], urls: list[str], dropped: set[int]) -> 
     for doc, root in cluster_of.items():
         members[root].append(doc)
 
-    def recall(selected: list[tuple[int, int, dict]]) -> float:
-        if not selected:
-            return 1.0
-        return sum(copy in dropped or original in dropped for copy, original, _ in selected) / len(selected)
+    def recall(selected: list[tuple[int, int, dict]]) -> float | None:
+        collapsed = sum(copy in dropped or original in dropped for copy, original, _ in selected)
+        return ratio(collapsed, len(selected))
 
     exact = [c for c in copies if c[2].get("duplicate_kind") == "exact"]
     near = [c for c in copies if c[2].get("duplicate_kind") == "near"]
@@ -523,7 +472,7 @@ def dedup_truth(labels: dict[str, dict], urls: list[str], dropped: set[int]) -> 
         "truth.near_dup_recall_j80": recall(near80),
         "truth.near_dup_recall": recall(near),
         "truth.exact_dup_recall": recall(exact),
-        "truth.dedup_precision": true_drops / labelled_drops if labelled_drops else 1.0,
+        "truth.dedup_precision": ratio(true_drops, labelled_drops),
         "truth.false_positives": labelled_drops - true_drops,
         "truth.near_dups_j80_in": len(near80),
         "truth.near_dups_in": len(near),
@@ -547,15 +496,7 @@ def _check_input(ctx: StageContext, documents: Artifact, shards: list[str]) -> N
         )
 
 
-@stage(
-    "dedup",
-    config=DedupConfig,
-    inputs=("documents",),
-    optional_inputs=("labels",),
-    outputs=("documents", "dropped"),
-    cpus=0,  # fans out Ray tasks (per shard, per band), each reserving its own CPU
-    passthrough={"documents": "documents"},
-)
+@stage(SPEC)
 def dedup(ctx: StageContext, config: DedupConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """Drop exact and near duplicates (MinHash-LSH), keeping the earliest document of each cluster."""
     documents = inputs["documents"]
@@ -565,8 +506,8 @@ def dedup(ctx: StageContext, config: DedupConfig, inputs: dict[str, Artifact]) -
     _check_input(ctx, documents, shard_names)
     common = dict(store_root=store.root)
     timings: dict[str, float] = {}
-    if mh.enabled:
-        ctx.log_metrics(
+    if mh.enabled:  # what the bands and rows settings imply: params, not measurements
+        ctx.tracker.log_params(
             {
                 "lsh.threshold": lsh_threshold(mh.bands, mh.rows),
                 "lsh.p_candidate_j80": candidate_probability(0.8, mh.bands, mh.rows),
@@ -683,11 +624,12 @@ def dedup(ctx: StageContext, config: DedupConfig, inputs: dict[str, Artifact]) -
     stats.cpu_seconds += sig_cpu + sum(b["seconds"] for b in buckets) + verify_cpu
     outputs = documents_artifacts(ctx, stats)
     cluster_count = sum(1 for s in sizes.values() if s > 1)
+    signature_rate = per_second(n_docs, sig_cpu)  # None without a document or a measured second
     ctx.log_metrics(
         stats.metrics()
         | {f"time.{phase}_s": round(t, 3) for phase, t in timings.items()}
         | {
-            "signatures_per_s_per_cpu": round(n_docs / sig_cpu, 1) if sig_cpu else 0.0,
+            "signatures_per_s_per_cpu": None if signature_rate is None else round(signature_rate, 1),
             "signature_shards_reused": reused,
             "signature_shards_computed": len(shard_names) - reused,
             "candidate_pairs.exact": len(exact_edges),

@@ -11,6 +11,9 @@ shard (resumable per shard) and writes
 
 so every decision can be inspected. Stats (documents in/out, drops per reason, characters,
 documents/s per CPU) come back for MLflow and the funnel.
+
+Scores against ground truth are `ratio`s: a check with nothing to check (no labelled duplicate, no
+prediction) has no score, None, which `ctx.report`/`log_metrics` leave out -- never a perfect 1.0.
 """
 
 from __future__ import annotations
@@ -31,6 +34,17 @@ from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext
 
 Document = dict[str, Any]
+
+
+def ratio(part: float, whole: float) -> float | None:
+    """`part / whole`, or None when `whole` is 0: a fraction of nothing measures nothing (a recall with
+    nothing to find, a precision with nothing claimed), and is reported as no number rather than 1.0."""
+    return part / whole if whole else None
+
+
+def per_second(count: float, seconds: float) -> float | None:
+    """A throughput: `count / seconds`, or None when nothing was processed or no time was measured."""
+    return ratio(count, seconds) if count else None
 
 
 class Block:
@@ -109,17 +123,18 @@ class FilterStats:
         self.extra.update(shard.get("extra", {}))
 
     @property
-    def docs_per_cpu_second(self) -> float:
-        return self.documents_in / self.cpu_seconds if self.cpu_seconds else 0.0
+    def docs_per_cpu_second(self) -> float | None:
+        return per_second(self.documents_in, self.cpu_seconds)
 
-    def metrics(self) -> dict[str, float]:
-        out = {
+    def metrics(self) -> dict[str, float | None]:
+        rate = self.docs_per_cpu_second
+        out: dict[str, float | None] = {
             "documents_in": self.documents_in,
             "documents_out": self.documents_out,
             "documents_dropped": self.documents_in - self.documents_out,
             "chars_in": self.chars_in,
             "chars_out": self.chars_out,
-            "docs_per_s_per_cpu": round(self.docs_per_cpu_second, 2),
+            "docs_per_s_per_cpu": None if rate is None else round(rate, 2),
         }
         out.update({f"dropped.{reason}": n for reason, n in sorted(self.drops.items())})
         out.update({f"count.{key}": n for key, n in sorted(self.extra.items())})
@@ -264,13 +279,13 @@ def load_labels(store: ArtifactStore, crawl: Artifact | None) -> dict[str, dict]
     return labels
 
 
-def precision_recall(predicted: set[str], actual: set[str]) -> dict[str, float]:
+def precision_recall(predicted: set[str], actual: set[str]) -> dict[str, float | None]:
     """Precision/recall of `predicted` against `actual` (both sets of document URLs). An empty
-    prediction has precision 1 (it made no mistake); nothing to find gives recall 1."""
+    prediction has no precision and nothing to find no recall: None, not a perfect score."""
     tp = len(predicted & actual)
     return {
-        "precision": tp / len(predicted) if predicted else 1.0,
-        "recall": tp / len(actual) if actual else 1.0,
+        "precision": ratio(tp, len(predicted)),
+        "recall": ratio(tp, len(actual)),
         "predicted": len(predicted),
         "actual": len(actual),
     }

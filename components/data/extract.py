@@ -48,6 +48,7 @@ from components.data.documents import (
     iter_documents,
     load_labels,
     log_dropped_samples,
+    ratio,
 )
 from components.data.junk_truth import junk_truth
 
@@ -230,12 +231,13 @@ def _norm_line(line: str) -> str:
     return " ".join(_BULLET.sub("", line.strip()).split())
 
 
-def text_truth(main_text: str, text: str | None) -> tuple[float, int, int]:
+def text_truth(main_text: str, text: str | None) -> tuple[float | None, int, int]:
     """(fraction of main-text lines found in `text`, chars of `text` in lines that are not main text,
-    chars of `text`). A line counts as main text when it is one, or a whole-word part of one."""
+    chars of `text`). A line counts as main text when it is one, or a whole-word part of one. A page
+    without main text has no recall (None)."""
     main_lines = [n for n in map(_norm_line, main_text.splitlines()) if n]
     if not main_lines:
-        return 1.0, 0, 0
+        return None, 0, 0
     if not text:
         return 0.0, 0, 0
     out_lines = [n for n in map(_norm_line, text.splitlines()) if n]
@@ -246,31 +248,35 @@ def text_truth(main_text: str, text: str | None) -> tuple[float, int, int]:
     leaked = sum(
         len(line) for line in out_lines if line not in main_set and not any(f" {line} " in m for m in padded)
     )
-    return found / len(main_lines), leaked, sum(len(line) for line in out_lines)
+    return ratio(found, len(main_lines)), leaked, sum(len(line) for line in out_lines)
 
 
 def extract_truth(
     labels: dict[str, dict], entering: list[str], kept: dict[str, str], dropped: dict[str, str]
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Boilerplate-only pages dropped as empty; main text recovered and boilerplate leaked on the
-    pages that have an article (everything but junk); plus the generic junk scores of the drops."""
+    pages that have an article (everything but junk); plus the generic junk scores of the drops.
+    A score over no page (no boilerplate page, no article, no extracted text) is None."""
     known = [u for u in entering if u in labels]
     boilerplate = [u for u in known if labels[u].get("junk_class") == "boilerplate"]
     caught = sum(1 for u in boilerplate if dropped.get(u) == "extract.empty")
-    recalls, leaked, chars = [], 0, 0
+    recalls: list[float] = []
+    leaked, chars = 0, 0
     for url in known:
         label = labels[url]
         if label.get("category") == "junk" or not (label.get("main_text") or "").strip():
             continue
         recall, leak, n = text_truth(label["main_text"], kept.get(url))
+        if recall is None:  # no main-text line after normalising: nothing to recover
+            continue
         recalls.append(recall)
         leaked += leak
         chars += n
     out = {
-        "truth.boilerplate_recall": caught / len(boilerplate) if boilerplate else 1.0,
-        "truth.main_text_recall": sum(recalls) / len(recalls) if recalls else 1.0,
-        "truth.main_text_full_pages": sum(1 for r in recalls if r == 1.0) / len(recalls) if recalls else 1.0,
-        "truth.leaked_chars_fraction": leaked / chars if chars else 0.0,
+        "truth.boilerplate_recall": ratio(caught, len(boilerplate)),
+        "truth.main_text_recall": ratio(sum(recalls), len(recalls)),
+        "truth.main_text_full_pages": ratio(sum(1 for r in recalls if r == 1.0), len(recalls)),
+        "truth.leaked_chars_fraction": ratio(leaked, chars),
         "truth.article_pages": len(recalls),
     }
     return out | junk_truth(labels, entering, dropped)

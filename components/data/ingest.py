@@ -14,7 +14,7 @@ import functools
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -336,7 +336,20 @@ def resolve_warc_files(config: IngestConfig, inputs: dict[str, Artifact], store:
     return files
 
 
-@stage("ingest", config=IngestConfig, optional_inputs=("crawl",), outputs=("documents",), cpus=1)
+def check_source(config: IngestConfig, inputs: Collection[str]) -> None:
+    """Preflight: WARC files must come from somewhere, said before any stage runs."""
+    if not config.paths and "crawl" not in inputs:
+        raise ConfigError("ingest has no input: set ingest.paths, or enable the world stage")
+
+
+@stage(
+    "ingest",
+    config=IngestConfig,
+    optional_inputs=("crawl",),
+    outputs=("documents",),
+    cpus=1,
+    preflight=check_source,
+)
 def ingest(ctx: StageContext, config: IngestConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """Read WARC files; write their HTML responses as Parquet document shards."""
     files = resolve_warc_files(config, inputs, ctx.store)

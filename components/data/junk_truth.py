@@ -12,13 +12,16 @@ stage: junk removed upstream is not this stage's miss.
 - the same per block, the part before the first '.' of the drop reason (`truth.<block>.junk_recall.
   <class>`, `truth.<block>.junk_precision`, `truth.<block>.good_dropped`): a block's recall is over the
   documents entering the stage, so the blocks' recalls add up to the stage's.
-Documents without a label (not from the tiny world) are left out of every number.
+Documents without a label (not from the tiny world) are left out of every number. A precision when
+nothing labelled was dropped, or a recall when no junk entered, is None (no number), not 1.0.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+
+from components.data.documents import ratio
 
 JUNK_CATEGORIES = frozenset({"junk", "hostile"})
 
@@ -27,13 +30,15 @@ def is_junk(label: dict) -> bool:
     return label.get("category") in JUNK_CATEGORIES
 
 
-def junk_truth(labels: dict[str, dict], entering: Iterable[str], dropped: dict[str, str]) -> dict[str, float]:
+def junk_truth(
+    labels: dict[str, dict], entering: Iterable[str], dropped: dict[str, str]
+) -> dict[str, float | None]:
     """`truth.*` metrics of a filter. `labels`: url -> label; `entering`: urls of the documents that
     entered the stage; `dropped`: url -> drop reason ("<block>.<reason>") for those it dropped."""
     entering_labels = {url: labels[url] for url in entering if url in labels}
     classes_in = Counter(lab["junk_class"] for lab in entering_labels.values() if is_junk(lab))
     junk_in = sum(classes_in.values())
-    out: dict[str, float] = {"truth.labelled_in": len(entering_labels), "truth.junk_in": junk_in}
+    out: dict[str, float | None] = {"truth.labelled_in": len(entering_labels), "truth.junk_in": junk_in}
     out |= _scores("truth", entering_labels, dropped, classes_in, junk_in)
     blocks = sorted({reason.split(".", 1)[0] for reason in dropped.values()})
     for block in blocks:
@@ -48,14 +53,14 @@ def _scores(
     dropped: dict[str, str],
     classes_in: Counter,
     junk_in: int,
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     dropped_labels = [entering[url] for url in dropped if url in entering]
     junk_dropped = Counter(lab["junk_class"] for lab in dropped_labels if is_junk(lab))
     categories = Counter(lab["category"] for lab in dropped_labels)
     n_junk = sum(junk_dropped.values())
-    out: dict[str, float] = {
-        f"{prefix}.junk_precision": n_junk / len(dropped_labels) if dropped_labels else 1.0,
-        f"{prefix}.junk_recall": n_junk / junk_in if junk_in else 1.0,
+    out: dict[str, float | None] = {
+        f"{prefix}.junk_precision": ratio(n_junk, len(dropped_labels)),
+        f"{prefix}.junk_recall": ratio(n_junk, junk_in),
         f"{prefix}.good_dropped": categories["good"],
     }
     out |= {f"{prefix}.dropped.{cat}": n for cat, n in sorted(categories.items())}

@@ -42,6 +42,7 @@ from components.data.documents import (
     load_labels,
     log_dropped_samples,
     precision_recall,
+    ratio,
 )
 
 LID_ASSET = "lid.176.ftz"
@@ -235,15 +236,16 @@ def language_truth(
     dropped: set[str],
     wanted: set[str],
     known_languages: set[str],
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Accuracy of lid's top label on the documents whose labelled language the model knows, and
     precision/recall of dropping documents not in a wanted language (unlabelled language, e.g.
-    gibberish or code, counts as not wanted). `predicted`: url -> language of every entering doc."""
+    gibberish or code, counts as not wanted). `predicted`: url -> language of every entering doc.
+    A score over no document (nothing scored, nothing dropped, nothing to drop) is None."""
     known = {u: labels[u] for u in predicted if u in labels}
     scored = {u: lab for u, lab in known.items() if lab.get("language") in known_languages}
     correct = sum(1 for u, lab in scored.items() if predicted[u] == lab["language"])
-    out: dict[str, float] = {
-        "truth.language_accuracy": correct / len(scored) if scored else 1.0,
+    out: dict[str, float | None] = {
+        "truth.language_accuracy": ratio(correct, len(scored)),
         "truth.language_scored": len(scored),
     }
     for lang in sorted({lab["language"] for lab in scored.values()}):

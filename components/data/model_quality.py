@@ -13,7 +13,8 @@ most like the reference. Or load a classifier trained elsewhere (`model_path`).
   cutoff is `threshold` (a probability), `threshold: auto` (below), or the score of the
   `top_percentile` of the entering documents.
 - The `classifier` output holds the model and `classifier.json` (training data sizes, parameters,
-  score quantiles, the cutoff); both are logged to MLflow.
+  score quantiles, the cutoff); both are logged to MLflow. The cutoff is a metric only when it was
+  derived from the scores (auto, top_percentile); a fixed `threshold` is a setting, logged as a param.
 
 Why `auto` is the default. The classifier learns "looks like the reference", so good pages in styles
 the reference lacks (forum threads, fact lists) score below encyclopedia articles, and junk scores far
@@ -396,7 +397,14 @@ def log_classifier(ctx: StageContext, model_uri: str, stats: dict) -> None:
         ctx.store.fs.get_file(model_uri, str(local))
         ctx.tracker.log_artifact(local, "classifier")
     numbers = {k: v for k, v in stats.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    numbers["cutoff"] = measured_cutoff(stats)  # None (not logged) for the `threshold` setting
     ctx.log_metrics({f"classifier.{k}": v for k, v in numbers.items()})
+
+
+def measured_cutoff(stats: dict) -> float | None:
+    """The cutoff as a metric: derived from the scores, else None (a fixed `threshold` is a setting,
+    and with no document scored there was nothing to derive it from)."""
+    return None if stats.get("rule") in ("threshold", "no documents") else stats.get("cutoff")
 
 
 # --- ground truth --------------------------------------------------------------------------------
@@ -480,7 +488,7 @@ def model_quality(
     ctx.report(
         documents_in=filtered.documents_in,
         documents_out=filtered.documents_out,
-        cutoff=stats["cutoff"],
+        cutoff=measured_cutoff(stats),
         docs_per_s_per_cpu=filtered.docs_per_cpu_second,
     )
     report_truth(ctx, inputs, outputs)

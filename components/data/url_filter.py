@@ -1,7 +1,8 @@
 """The `url_filter` stage: drop documents by their URL alone, before anything parses their HTML.
 
-FineWeb's URL rules (REFERENCE.md), in the order they are checked; the first that fires is the
-drop reason (`dropped/url_filter.<reason>/`):
+FineWeb's URL rules (Penedo et al. 2024, "The FineWeb Datasets", arXiv:2406.17557: datatrove's
+`URLFilter`, after RefinedWeb, Penedo et al. 2023), in the order they are checked; the first that
+fires is the drop reason (`dropped/url_filter.<reason>/`):
 
     blocked_domain      the host, or any parent of it (a.b.example -> b.example -> example), is listed
     blocked_url         the exact URL is listed (compared without scheme, fragment, trailing '/')
@@ -44,6 +45,7 @@ from components.data.documents import (
     load_labels,
     log_dropped_samples,
     precision_recall,
+    ratio,
 )
 from components.data.junk_truth import junk_truth
 
@@ -294,21 +296,24 @@ def make_blocks(config: UrlFilterConfig) -> list[Block]:
 # --- the stage -----------------------------------------------------------------------------------
 
 
-def url_truth(labels: dict[str, dict], entering: list[str], dropped: dict[str, str]) -> dict[str, float]:
+def url_truth(
+    labels: dict[str, dict], entering: list[str], dropped: dict[str, str]
+) -> dict[str, float | None]:
     """Precision/recall against the junk classes a URL rule is meant to catch, per class and overall,
-    plus the generic junk scores (`junk_truth`) of everything this stage dropped."""
+    plus the generic junk scores (`junk_truth`) of everything this stage dropped. A class with no
+    entering page has no recall (None), and so on."""
     known = [u for u in entering if u in labels]
     actual = {u for u in known if labels[u].get("junk_class") in URL_JUNK_CLASSES}
     predicted = {u for u in dropped if u in labels}
     pr = precision_recall(predicted, actual)
-    out = {
+    out: dict[str, float | None] = {
         "truth.precision": pr["precision"],
         "truth.recall": pr["recall"],
         "truth.url_junk_in": pr["actual"],
     }
     for cls in sorted(URL_JUNK_CLASSES):
         members = {u for u in actual if labels[u]["junk_class"] == cls}
-        out[f"truth.recall.{cls}"] = len(members & predicted) / len(members) if members else 1.0
+        out[f"truth.recall.{cls}"] = ratio(len(members & predicted), len(members))
     return out | junk_truth(labels, entering, dropped)
 
 
@@ -327,7 +332,8 @@ def url_filter(
 ) -> dict[str, Artifact]:
     """Drop documents whose URL is blocklisted or carries banned words."""
     lists = load_lists(config)  # reads every list file now: a bad path fails before any work
-    ctx.log_metrics({f"list_entries.{kind}": n for kind, n in lists.sizes().items()})
+    # The lists' sizes describe the setting (our lists plus the configured ones): params, not metrics.
+    ctx.tracker.log_params({f"list_entries.{kind}": n for kind, n in lists.sizes().items()})
     ctx.log.info("url_filter lists: %s", lists.sizes())
     stats = filter_documents(ctx, inputs["documents"], functools.partial(make_blocks, config))
     outputs = documents_artifacts(ctx, stats)

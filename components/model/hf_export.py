@@ -11,17 +11,12 @@ from __future__ import annotations
 import json
 
 from components.core.artifacts import Artifact
-from components.core.config import StageConfig
 from components.core.stage import StageContext, stage
 from components.model.export import export_model_dir
+from components.model.hf_export_config import SPEC, ExportConfig
 
 
-class ExportConfig(StageConfig):
-    """The export has nothing to tune: the architecture follows from the model's block type (gpt2 ->
-    GPT2LMHeadModel, llama -> LlamaForCausalLM) and the weights keep their dtype."""
-
-
-@stage("export", config=ExportConfig, inputs=("model",), outputs=("hf_model",), cpus=1)
+@stage(SPEC)
 def export(ctx: StageContext, config: ExportConfig, inputs: dict[str, Artifact]) -> dict:
     """The model as a transformers directory (GPT2LMHeadModel / LlamaForCausalLM, chat template)."""
     model_dir = ctx.local_input(inputs["model"])

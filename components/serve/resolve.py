@@ -120,14 +120,24 @@ def _local(uri: str, cache: Path) -> Path:
 
 
 def _from_mlflow(uri: str, tracking_uri: str | None, cache: Path) -> ResolvedModel:
+    import contextlib
+
     import mlflow.artifacts
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     cache.mkdir(parents=True, exist_ok=True)
-    local = Path(
-        mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri, dst_path=str(cache))
-    )
-    # A registered model's artifacts may hold the model directory one level down.
-    found = [local] if (local / CONFIG_FILE).is_file() else sorted(p.parent for p in local.rglob(CONFIG_FILE))
+    # models:/ URIs are looked up in the registry, whose URI defaults to the *current* tracking URI, not to
+    # download_artifacts' tracking_uri argument: make --tracking-uri the current one while downloading.
+    with _use_tracking_uri(tracking_uri) if tracking_uri else contextlib.nullcontext():
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, tracking_uri=tracking_uri, dst_path=str(cache)
+            )
+        )
+    # A registered model's artifacts may hold the model directory one level down (the `register` stage's
+    # ResponsesAgent: artifacts/model_dir, beside the transformers export whose config.json is not ours).
+    found = [local] if _is_model_dir(local) else sorted(p.parent for p in local.rglob(CONFIG_FILE))
+    found = [p for p in found if _is_model_dir(p)] or found
     if not found:
         raise ModelNotFound(f"{uri} downloaded to {local}, but no {CONFIG_FILE} is in it")
     name = (
@@ -136,3 +146,14 @@ def _from_mlflow(uri: str, tracking_uri: str | None, cache: Path) -> ResolvedMod
         else found[0].name
     )
     return ResolvedModel(found[0], name)
+
+
+def _is_model_dir(path: Path) -> bool:
+    """A gptrecipe model directory (our config.json format), not e.g. a transformers export."""
+    from components.model.checkpoint import read_model_config
+
+    try:
+        read_model_config(path)
+    except (OSError, ValueError):
+        return False
+    return True

@@ -38,7 +38,7 @@ from components.core.artifacts import Artifact, ArtifactStore, scratch_dir, stag
 from components.core.config import ConfigError, StageConfig
 from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext, stage
-from components.data.documents import list_shards
+from components.data.documents import list_shards, per_second, ratio
 from components.tokenizer.bpe import encode_batch, eot_id, load_tokenizer
 from components.tokenizer.shards import ShardWriter, dtype_for_vocab
 
@@ -286,6 +286,7 @@ def tokenize(ctx: StageContext, config: TokenizeConfig, inputs: dict[str, Artifa
 
     tokens = totals["train_tokens"] + totals["val_tokens"]
     cpu_seconds = sum(r["cpu_seconds"] for r in results)
+    rate = per_second(tokens, cpu_seconds)  # None (not reported) without a token or a measured second
     dtype = dtype_for_vocab(vocab_size)
     meta = {
         "dtype": dtype.name,
@@ -313,7 +314,7 @@ def tokenize(ctx: StageContext, config: TokenizeConfig, inputs: dict[str, Artifa
             "val_docs": totals["val_docs"],
             "empty_docs": totals["empty_docs"],
             "shards": len(shards),
-            "bytes_per_token": (totals["train_bytes"] + totals["val_bytes"]) / tokens if tokens else 0.0,
+            "bytes_per_token": ratio(totals["train_bytes"] + totals["val_bytes"], tokens),
             "encode_cpu_seconds": cpu_seconds,
         }
     )
@@ -321,7 +322,7 @@ def tokenize(ctx: StageContext, config: TokenizeConfig, inputs: dict[str, Artifa
         train_tokens=totals["train_tokens"],
         val_tokens=totals["val_tokens"],
         documents=totals["train_docs"] + totals["val_docs"],
-        tokens_per_s_per_cpu=round(tokens / cpu_seconds) if cpu_seconds else 0.0,
+        tokens_per_s_per_cpu=None if rate is None else round(rate),
     )
     return {
         "tokens": ctx.artifact(

@@ -32,7 +32,7 @@ from tokenizers import Tokenizer
 from components.core.artifacts import Artifact, ArtifactStore, scratch_dir
 from components.core.config import ConfigError, StageConfig
 from components.core.stage import StageContext, stage
-from components.data.documents import list_shards
+from components.data.documents import list_shards, ratio
 from components.tokenizer import bpe
 from components.tokenizer.bpe import (
     BYTE_SYMBOLS,
@@ -235,9 +235,9 @@ def show_tokens(tok: Tokenizer, text: str) -> str:
             pieces.append(raw.decode("utf-8").replace(" ", "·").replace("\n", "\\n"))
         except UnicodeDecodeError:
             pieces.append("<" + " ".join(f"{b:02X}" for b in raw) + ">")
-    n_bytes = len(text.encode())
+    bpt = ratio(len(text.encode()), len(ids))
     return (
-        f"{text!r}\n  {len(ids)} tokens, {n_bytes / max(len(ids), 1):.2f} bytes/token\n"
+        f"{text!r}\n  {len(ids)} tokens, {'n/a' if bpt is None else f'{bpt:.2f}'} bytes/token\n"
         f"  │{'│'.join(pieces)}│\n  ids: {ids}\n"
     )
 

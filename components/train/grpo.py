@@ -21,15 +21,15 @@ The knobs are `rl.config.GRPOConfig`; the loop, monitoring and checkpoints are `
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
 
 from components.core.artifacts import Artifact
-from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
 from components.eval.chat_eval import is_verifiable
+from components.train.grpo_config import SPEC
 from components.train.rl.algorithm import IterationResult, RLAlgorithm, RLPaths, phase_timer
 from components.train.rl.batch import Experience, PolicyStats, Rollout, apply_missing_eos_penalty
 from components.train.rl.config import Advantage, GRPOConfig
@@ -166,20 +166,7 @@ class GRPO(RLAlgorithm):
         )
 
 
-def _preflight(config: GRPOConfig, inputs: Collection[str]) -> None:
-    if config.reward == "reward_model" and "reward_model" not in inputs:
-        raise ConfigError("grpo.reward is 'reward_model' but the stage gets no reward_model input")
-
-
-@stage(
-    "grpo",
-    config=GRPOConfig,
-    inputs=("policy", "prompts"),
-    optional_inputs=("reward_model",),
-    outputs=("policy",),
-    cpus=0,  # only coordinates: the roles' actors reserve the CPUs / GPUs
-    preflight=_preflight,
-)
+@stage(SPEC)
 def grpo(ctx: StageContext, config: GRPOConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """GRPO / RLOO of the SFT policy on verifiable rewards (policy, reference, scorer as Ray actors)."""
     if config.seed is None:

@@ -25,15 +25,15 @@ gamma 1, lambda 0.95, whitened advantages), sized for the `tiny` demo.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from components.core.artifacts import Artifact
-from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
+from components.train.ppo_config import SPEC
 from components.train.rl.algorithm import IterationResult, RLAlgorithm, RLPaths, phase_timer
 from components.train.rl.batch import CriticStats, Experience, PolicyStats, Rollout, apply_missing_eos_penalty
 from components.train.rl.config import PPOConfig
@@ -228,20 +228,7 @@ class PPO(RLAlgorithm):
         )
 
 
-def _preflight(config: PPOConfig, inputs: Collection[str]) -> None:
-    if "reward_model" not in inputs:
-        raise ConfigError("ppo needs a reward_model input (the reward model stage's output)")
-
-
-@stage(
-    "ppo",
-    config=PPOConfig,
-    inputs=("policy", "reward_model", "prompts"),
-    optional_inputs=("critic_init",),
-    outputs=("policy",),
-    cpus=0,  # only coordinates: the roles' actors reserve the CPUs / GPUs
-    preflight=_preflight,
-)
+@stage(SPEC)
 def ppo(ctx: StageContext, config: PPOConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """PPO of the SFT policy against the reward model (policy, critic, reference, RM as Ray actors)."""
     if config.seed is None:

@@ -42,13 +42,13 @@ from components.tokenizer.shards import ShardWriter
 from components.train.packing import TokenStream
 from components.train.pretrain import PretrainConfig, PretrainPlan, plan_pretraining, train_worker
 from components.train.trainer import (
-    DTYPE_HELP,
     DTypeSetting,
     ScalingSettings,
     launch,
     read_progress,
     resolve_dtype,
 )
+from components.train.trainer_config import DTYPE_HELP
 
 
 def build_corpus(root: Path) -> Path:

@@ -27,9 +27,10 @@ import httpx2
 import torch
 
 from components.model.checkpoint import save_model_dir
-from components.model.gpt import GPT, GPTConfig
+from components.model.gpt import GPT
 from components.serve.config import ServeConfig
 from components.tokenizer.bpe import TokenizerConfig, train_tokenizer
+from components.train.pretrain import PretrainConfig
 
 PROMPTS = [
     "What is the capital of Ejon?",
@@ -46,7 +47,8 @@ def tiny_model(root: Path) -> Path:
         tok = train_tokenizer(texts, TokenizerConfig(vocab_size=512))
     tok.save(str(root / "tokenizer.json"))
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=tok.get_vocab_size(), context_length=256, n_layer=4, n_head=4, n_embd=128)
+    # The tiny demo's shape (its pretraining config's defaults: 4 layers of width 256), random weights.
+    config = PretrainConfig().gpt_config(tok.get_vocab_size())
     return save_model_dir(GPT(config), root / "bench-tiny", tokenizer_path=root / "tokenizer.json")
 
 

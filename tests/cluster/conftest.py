@@ -7,11 +7,12 @@ import pytest
 from tests.cluster.local_cluster import LocalCluster
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def local_cluster():
     """A started LocalCluster: moto S3, an MLflow server on 127.0.0.2 and a Ray head with two worker
-    nodes. Module-scoped: the start (10-30 s) happens once per module, and a module that kills nodes
-    or stops the cluster does not leave a broken one to the next. Stopped however the tests end."""
+    nodes, shared by the package (its start costs 10-30 s). The modules run in name order:
+    test_local_cluster checks the pieces, then test_pipeline_on_cluster runs the pipeline on them and
+    ends by killing a node, stopping S3 and stopping everything. Stopped however the tests end."""
     cluster = LocalCluster()
     try:
         cluster.start()  # stops what it started if it fails

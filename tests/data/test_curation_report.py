@@ -11,7 +11,13 @@ from mlflow import MlflowClient
 
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.stage import RunEnv, run_stage
-from components.data.curation_report import CurationReportConfig, curation_report, funnel, page_fates
+from components.data.curation_report import (
+    CurationReportConfig,
+    curation_report,
+    funnel,
+    overall_truth,
+    page_fates,
+)
 from components.data.documents import write_documents
 
 # page_id: (category, junk_class, language, duplicate_of, what happens to it)
@@ -157,6 +163,32 @@ def test_report_stage(tmp_path, tracking_uri, request):
     assert {"funnel.png", "report.json"} <= logged
     metrics = client.get_run(record.mlflow_run_id).data.metrics
     assert metrics["truth.junk_recall.short"] == 0.0 and metrics["quality.documents_out"] == 6
+
+
+def test_fractions_of_nothing_are_not_reported(tmp_path, tracking_uri, request):
+    """Junk precision over stages that dropped nothing has nothing to check: null in the JSON, no metric;
+    the scores that do have something to check keep their values."""
+    env = RunEnv(
+        run_id="r",
+        store=str(tmp_path / "store"),
+        tracking_uri=tracking_uri,
+        experiment=request.node.nodeid,
+        artifact_location=str(tmp_path / "mlartifacts"),
+    )
+    record = run_stage(curation_report, CurationReportConfig(junk_stages=["pii"]), build(tmp_path), env)
+    assert "junk_precision" not in record.metrics
+    assert record.metrics["junk_recall"] == 2 / 3 and record.metrics["good_kept_fraction"] == 3 / 4
+    report = json.loads((Path(record.outputs["report"].uri) / "report.json").read_text())
+    assert report["truth"]["junk_precision"] is None and report["truth"]["junk_stage_drops"] == 0
+    assert report["kept_fraction"] == 4 / 11
+    metrics = MlflowClient(tracking_uri).get_run(record.mlflow_run_id).data.metrics
+    assert "truth.junk_precision" not in metrics and metrics["truth.junk_recall"] == 2 / 3
+
+    labels = {url(p): {"page_id": p, "url": url(p), "category": "junk", "junk_class": "spam"} for p in ("a",)}
+    truth = overall_truth(labels, {url("a"): "kept"}, {url("a"): "Buy."}, ["quality"])
+    assert truth["junk_precision"] is None and truth["junk_recall"] == 0.0  # a real miss
+    assert truth["good_en_pages"] == 0 and truth["good_kept_fraction"] is None
+    assert truth["good_en_kept_fraction"] is None
 
 
 def test_report_without_labels_or_some_stages(tmp_path, tracking_uri, request):

@@ -156,6 +156,18 @@ def test_truth_metrics():
     assert m["items_recall"] == 1 / 3 and m["items_precision"] == 1 / 3
 
 
+def test_truth_with_nothing_to_check_has_no_scores():
+    """No leaked page entered and nothing was removed: no precision or recall (None), not 1.0."""
+    labels = {"a": {"contaminated_with": []}, "b": {}}
+    m = decontamination_truth(["a", "b"], {}, labels)
+    for key in ("documents_precision", "documents_recall", "items_precision", "items_recall"):
+        assert m[key] is None, key
+    assert m["documents_predicted"] == 0 and m["documents_actual"] == 0
+    m = decontamination_truth(["a", "b"], {"a": ["i1"]}, labels)  # a false alarm: real zeros
+    assert m["documents_precision"] == 0.0 and m["items_precision"] == 0.0
+    assert m["documents_recall"] is None and m["items_recall"] is None
+
+
 # --- the stage --------------------------------------------------------------------------------
 
 

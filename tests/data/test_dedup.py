@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHashLSH
+from mlflow import MlflowClient
 from pydantic import ValidationError
 
 from components.core.artifacts import Artifact, ArtifactStore
@@ -79,7 +80,8 @@ def test_normalisation_and_exact_hash():
 
 
 def test_published_lsh_numbers():
-    # REFERENCE.md: 14 bands x 8 rows, threshold about (1/b)^(1/r) = 0.72, P(candidate | J=0.8) about 0.92
+    # FineWeb (Penedo et al. 2024; datatrove's MinhashDedup): 5-grams, 14 bands x 8 rows, threshold about
+    # (1/b)^(1/r) = 0.72, P(candidate | J=0.8) about 0.92
     assert lsh_threshold(14, 8) == pytest.approx(0.719, abs=1e-3)
     assert candidate_probability(0.8, 14, 8) == pytest.approx(0.9235, abs=1e-4)
     config = MinHashConfig()
@@ -437,6 +439,38 @@ def test_stage_reports_truth_against_labels(tmp_path, tracking_uri):
     assert record.metrics["truth.exact_dup_recall"] == 1.0
     assert record.metrics["truth.near_dup_recall_j80"] == 1.0
     assert record.metrics["truth.dedup_precision"] == 1.0
+    # What the bands and rows imply is a setting: a param, not a metric.
+    run_data = MlflowClient(tracking_uri).get_run(record.mlflow_run_id).data
+    assert float(run_data.params["lsh.threshold"]) == pytest.approx(lsh_threshold(14, 8))
+    assert not any(k.startswith("lsh.") for k in run_data.metrics)
+    assert run_data.metrics["signatures_per_s_per_cpu"] > 0
+
+
+def test_truth_with_nothing_to_check_has_no_scores():
+    """No labelled copy entered, nothing dropped: no recall and no precision, not a perfect 1.0."""
+    labels = {x["url"]: x for x in [label("o1"), label("u1")]}
+    truth = dedup_truth(labels, list(labels), set())
+    for key in ("near_dup_recall_j80", "near_dup_recall", "exact_dup_recall", "dedup_precision"):
+        assert truth[f"truth.{key}"] is None
+    assert truth["truth.exact_dups_in"] == 0 and truth["truth.false_positives"] == 0
+    # one exact copy, found; no near copy: the near recalls stay None
+    labels |= {x["url"]: x for x in [label("c1", "o1", "exact", 1.0)]}
+    urls = list(labels)
+    truth = dedup_truth(labels, urls, {urls.index("https://site.example/c1")})
+    assert truth["truth.exact_dup_recall"] == 1.0 and truth["truth.dedup_precision"] == 1.0
+    assert truth["truth.near_dup_recall"] is None and truth["truth.near_dup_recall_j80"] is None
+
+
+def test_stage_with_no_labelled_duplicate_reports_no_truth_scores(tmp_path, tracking_uri):
+    rng = random.Random(5)
+    texts = {f"p{i}": " ".join(words(rng)) for i in range(3)}
+    labels = [label(p) for p in texts]
+    record, kept, _ = run(tmp_path, tracking_uri, [[doc(p, t) for p, t in texts.items()]], labels=labels)
+    assert len(kept) == 3
+    assert not any(k.startswith("truth.") for k in record.metrics)
+    metrics = MlflowClient(tracking_uri).get_run(record.mlflow_run_id).data.metrics
+    assert metrics["truth.near_dups_in"] == 0 and "truth.near_dup_recall" not in metrics
+    assert "truth.dedup_precision" not in metrics
 
 
 # --- resume after a kill -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from components.data.extract import (
     TimeLimitExceeded,
     _utf8_size_over,
     extract,
+    extract_truth,
     text_truth,
     time_limit,
 )
@@ -176,6 +177,21 @@ def test_text_truth_counts_leaked_lines():
     assert recall == 1.0 and leaked == len("Accept all cookies?")
     assert text_truth(main, "First line of the article.")[0] == 0.5
     assert text_truth(main, None) == (0.0, 0, 0)
+    assert text_truth("  \n", "Some text.") == (None, 0, 0)  # no main text: nothing to recover
+
+
+def test_extract_truth_with_nothing_to_check_has_no_scores():
+    """No boilerplate-only page and no article page entered: those scores are None, not 1.0 (or 0.0)."""
+    labels = {"j": {"category": "junk", "junk_class": "spam", "main_text": ""}}
+    truth = extract_truth(labels, ["j"], {"j": "Buy now."}, {})
+    for key in ("boilerplate_recall", "main_text_recall", "main_text_full_pages", "leaked_chars_fraction"):
+        assert truth[f"truth.{key}"] is None, key
+    assert truth["truth.article_pages"] == 0
+    labels["g"] = {"category": "good", "junk_class": None, "main_text": "First line.\nSecond line."}
+    truth = extract_truth(labels, ["j", "g"], {"j": "Buy now.", "g": "First line.\nMenu"}, {})
+    assert truth["truth.main_text_recall"] == 0.5 and truth["truth.main_text_full_pages"] == 0.0
+    assert truth["truth.leaked_chars_fraction"] == len("Menu") / len("First line.Menu")
+    assert truth["truth.boilerplate_recall"] is None
 
 
 # --- the stage -----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from components.data.language import (
     LanguageConfig,
     LanguageFilter,
     language,
+    language_truth,
     load_model,
     make_blocks,
     top_k_needed,
@@ -168,6 +169,20 @@ def test_stage_on_the_tiny_world(tmp_path, tracking_uri, tiny):
     assert "language.not_wanted_language" in store.listdir(dropped)
     for doc in iter_documents(store, store.join(dropped, "language.not_wanted_language")):
         assert doc["language"] != "en" and doc["text"]
+
+
+def test_truth_with_nothing_to_check_has_no_scores():
+    """No document in a language the model knows, nothing dropped: no accuracy, precision or recall."""
+    labels = {"a": {"language": "xx", "category": "good"}, "b": {"language": None, "category": "junk"}}
+    truth = language_truth(labels, {"a": "en", "b": "en"}, set(), {"en", "xx"}, {"en", "de"})
+    assert truth["truth.language_accuracy"] is None and truth["truth.language_scored"] == 0
+    assert truth["truth.drop_precision"] is None  # nothing dropped
+    assert truth["truth.drop_recall"] == 0.0  # b (no language) should have been dropped: a real miss
+    # an English page scored: a real accuracy; only wanted pages entered: no recall
+    labels = {"c": {"language": "en", "category": "good"}}
+    truth = language_truth(labels, {"c": "de"}, {"c"}, {"en"}, {"en", "de"})
+    assert truth["truth.language_accuracy"] == 0.0 and truth["truth.language_accuracy.en"] == 0.0
+    assert truth["truth.drop_precision"] == 0.0 and truth["truth.drop_recall"] is None
 
 
 def test_missing_model_fails_at_the_start(tmp_path, tracking_uri, tiny, monkeypatch):

@@ -143,6 +143,8 @@ def test_trained_classifier_drops_spam_keeps_prose(world, trained, tracking_uri)
     assert logged == {"classifier/model.bin", "classifier/classifier.json"}
     metrics = client.get_run(trained.mlflow_run_id).data.metrics
     assert metrics["truth.score_max.spam"] < metrics["truth.score_min.good"]
+    # auto: the cutoff is derived from the scores, a measurement
+    assert trained.metrics["cutoff"] == metrics["classifier.cutoff"] == pytest.approx(stats["cutoff"])
 
 
 def test_training_is_deterministic(tmp_path):
@@ -177,7 +179,10 @@ def test_fixed_threshold(world, trained, tmp_path, tracking_uri, request):
     kept, dropped = scored(record)
     assert len(kept) == 70 and len(dropped) == 100
     assert min(kept.values()) == threshold and max(dropped.values()) < threshold
-    assert record.metrics["cutoff"] == threshold
+    # A fixed threshold is a setting: a param (the stage's config), not a metric.
+    assert "cutoff" not in record.metrics
+    run_data = MlflowClient(tracking_uri).get_run(record.mlflow_run_id).data
+    assert float(run_data.params["threshold"]) == threshold and "classifier.cutoff" not in run_data.metrics
 
 
 def test_top_percentile(world, trained, tmp_path, tracking_uri, request):

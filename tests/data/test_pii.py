@@ -6,22 +6,31 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import phonenumbers
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
+from pydantic import ValidationError
 
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.stage import RunEnv, run_stage
 from components.data.documents import write_documents
 from components.data.pii import (
+    DEFAULT_PHONE_REGIONS,
     DUMMIES,
+    LANGUAGE_REGIONS,
+    PII_TYPES,
+    SCRUB_PHONE_REGIONS,
     PIIBlock,
     PIIConfig,
     detect,
     detect_in_url,
+    phone_decoy_reason,
+    phone_regions,
     pii,
     pii_truth,
     scrub,
+    url_region,
 )
 from components.world.crawl import CrawlConfig, generate_crawl
 
@@ -80,6 +89,158 @@ def test_number_after_a_phone_number_is_cut_off_at_15_digits():
     # following number cannot be told apart without a numbering plan: "+33 1 23 45 67 89 2019" stays whole.)
     text = "call +44 20 7946 0958 2019 was the year"
     assert found(text) == [("phone", "+44 20 7946 0958")]
+
+
+# --- phone numbers from libphonenumber's examples, found through the document's region ------------
+
+# libphonenumber's example numbers (example_number_for_type), as it formats them: national,
+# international and E.164, with its own extension syntax; each in a document of that region's language
+# or on its country-code TLD.
+THIRD_PARTY_PHONES = [
+    ("en", "https://www.example.com/", "(201) 555-0123 ext. 123"),
+    ("en", "https://www.example.com/", "+1 201-555-0123 ext. 123"),
+    ("en", "https://www.example.co.uk/", "0121 234 5678 x123"),
+    ("en", "https://www.example.co.uk/", "+44 121 234 5678 x123"),
+    ("de", "https://www.beispiel.de/", "030 123456"),
+    ("de", "https://www.beispiel.de/", "030 123456 ext. 123"),
+    ("de", "https://www.beispiel.de/", "01512 3456789"),
+    ("de", "https://www.beispiel.de/", "+4915123456789"),
+    ("fr", "https://www.exemple.fr/", "06 12 34 56 78 ext. 123"),
+    ("es", "https://www.ejemplo.es/", "612 34 56 78"),
+    ("es", "https://www.ejemplo.es/", "+34 612 34 56 78 ext. 123"),
+    ("it", "https://www.esempio.it/", "02 1234 5678"),
+    ("ja", "https://www.example.jp/", "090-1234-5678"),
+    ("ja", "https://www.example.jp/", "+81 90-1234-5678 ext. 123"),
+    ("pt", "https://www.exemplo.com.br/", "(11) 96123-4567"),
+    ("en", "https://www.example.com.au/", "(02) 1234 5678 ext. 123"),
+    ("en", "https://www.example.in/", "081234 56789"),
+    ("sv", "https://www.exempel.se/", "08-12 34 56"),
+    ("nl", "https://www.voorbeeld.nl/", "010 123 4567 ext. 123"),
+    ("de", "https://www.beispiel.ch/", "078 123 45 67"),
+    ("pl", "https://www.przyklad.pl/", "+48 512 345 678"),
+]
+
+
+@pytest.mark.parametrize(("language", "url", "number"), THIRD_PARTY_PHONES)
+def test_third_party_numbers_found_with_their_extension(language, url, number):
+    text = f"For bookings call {number} during office hours."
+    doc = {"url": url, "text": text, "language": language}
+    PIIBlock(PIIConfig()).process(doc)
+    assert doc["text"] == "For bookings call 555-0100 during office hours."
+
+
+def test_the_documents_region_decides_national_numbers():
+    text = "Reserve con antelación: 612 34 56 78."  # a Spanish mobile number, national format
+    out = "Reserve con antelación: 555-0100."
+    generic = "https://www.ejemplo.example/contacto"
+
+    def anonymised(language, url, config=None):
+        doc = {"url": url, "text": text, "language": language}
+        PIIBlock(config or PIIConfig()).process(doc)
+        return doc["text"]
+
+    assert anonymised("es", generic) == out  # from the language
+    assert anonymised("en", "https://www.ejemplo.es/contacto") == out  # from the domain
+    assert anonymised("de", generic) == text  # not a German number
+    assert anonymised(None, generic) == text  # no hint: US, GB, DE, FR
+    assert anonymised(None, generic, PIIConfig(phone_default_regions=["ES"])) == out
+    # International numbers need no hint.
+    doc = {"url": generic, "text": "Llame al +34 612 34 56 78.", "language": "de"}
+    PIIBlock(PIIConfig()).process(doc)
+    assert doc["text"] == "Llame al 555-0100."
+
+
+def test_phone_regions_from_language_and_domain():
+    assert phone_regions("de", "https://www.beispiel.example/") == ("DE", "AT", "CH")
+    assert phone_regions("en", "https://shop.example.co.uk/basket") == ("GB", "US")
+    assert phone_regions("EN", "https://www.example.com.au/") == ("AU", "US", "GB")
+    assert phone_regions(None, "https://www.example.jp/contact") == ("JP",)
+    assert phone_regions("la", "https://app.example.io/") == DEFAULT_PHONE_REGIONS  # unmapped, generic TLD
+    assert phone_regions(None, None, ("NL",)) == ("NL",)
+    assert url_region("https://8.8.8.8/x") is None and url_region("http://user@host.example.fr:8080/") == "FR"
+    assert url_region("https://www.example.eu/") is None  # no such region in the plan
+    hinted = {r for rs in LANGUAGE_REGIONS.values() for r in rs}
+    assert hinted <= set(phonenumbers.SUPPORTED_REGIONS) and hinted <= set(SCRUB_PHONE_REGIONS)
+
+
+def test_unknown_default_region_is_refused():
+    with pytest.raises(ValidationError, match="XX"):
+        PIIConfig(phone_default_regions=["DE", "XX"])
+
+
+def test_digits_in_threes_need_a_phone_word():
+    # "912 345 678" is a Madrid number and a count alike: only the text tells them apart.
+    regions = ("ES",)
+    assert [t for t, _ in found_in("Teléfono: 912 345 678", regions)] == ["phone"]
+    assert found_in("Call 912 345 678 today", regions) == [("phone", "912 345 678")]
+    assert found_in("La ciudad tiene 912 345 678 habitantes.", regions) == []
+    assert found_in("Population: 912.345.678", regions) == []
+
+
+def test_numbers_far_into_a_long_text_and_side_by_side():
+    text = (
+        "Lorem ipsum dolor sit amet. " * 400 + "Tel. 030 123456 ext. 12 oder 01512 3456789, Fax 030 654321."
+    )
+    assert [v for _, v in found_in(text, ("DE",))] == ["030 123456 ext. 12", "01512 3456789", "030 654321"]
+
+
+def found_in(text: str, regions) -> list[tuple[str, str]]:
+    return [(s.type, text[s.start : s.end]) for s in detect(text, PII_TYPES, regions)]
+
+
+# Numbers that libphonenumber accepts in some region's plan but that are something else: each guard
+# with a real value. Checked with every region a hint can name (what `scrub` uses).
+PHONE_DECOYS = [
+    ("ISBN 0-306-40615-2 is out of print.", None),
+    ("The book 978-3-16-148410-0 is out of print.", None),
+    ("Your order no. 2015550123 has shipped.", None),
+    ("Invoice 2024-001234 is attached.", None),
+    ("Order #112-3456789-1234567 has shipped.", None),
+    ("Bank details: DE54 5850 0024 3221 7724 42", None),
+    ("Transfer the fee to 4938 2664 2850 1411 by Friday.", None),
+    ("Your reference 6950 0194 9468 has shipped.", None),
+    ("See pp. 4762-9166 for the proof.", None),
+    ("The war lasted 8963 - 8884.", None),
+    ("The city has 377 125 286 inhabitants.", None),
+    ("A change of 315.097.852 since last year.", None),
+    ("pi is 3.14159265, e is 2.718281828.", None),
+    ("Coordinates (71.203795 145.270538) of the hut.", None),
+    ("Ship to Springfield, IL 90210-1234.", None),
+    ("Published 08-03-2010, revised since.", None),
+    ("Windows 10.0.14978.3239 and 9.37.864-88567 are required.", None),
+    ("Order 20240315 was placed on 15.03.2024 14:30 for 12 345 678,50 EUR.", None),
+]
+
+
+@pytest.mark.parametrize(("text", "_"), PHONE_DECOYS)
+def test_phone_decoys_left_alone_in_every_region(text, _):
+    assert found_in(text, SCRUB_PHONE_REGIONS) == []
+    assert scrub(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "reason"),
+    [
+        ("ISBN 0-306-40615-2", "0-306-40615-2", "identifier"),
+        ("978-3-16-148410-0", "978-3-16-148410-0", "isbn"),
+        ("order no. 2015550123", "2015550123", "bare_digits"),
+        ("call 2015550123", "2015550123", None),  # a phone word makes bare digits a number to call
+        ("IBAN DE54 5850 0024 3221", "0024 3221", "longer_number"),
+        ("1990-2000", "1990-2000", "range"),
+        ("4938 2664 2850 1411", "4938 2664 2850 1411", "card"),
+        ("377 125 286 inhabitants", "377 125 286", "count"),
+        ("pi 3.14159265", "3.14159265", "decimal"),
+        ("IL 90210-1234", "90210-1234", "zip_code"),
+        ("on 08-03-2010", "08-03-2010", "date"),
+        ("Windows 10.0.14978.3239", "10.0.14978.3239", "version"),
+        ("€ 1 234 567", "1 234 567", "price"),
+        ("1 234 567,50 EUR", "1 234 567", "price"),
+        ("Tel. 030 123456", "030 123456", None),
+    ],
+)
+def test_phone_decoy_reasons(text, value, reason):
+    start = text.index(value)
+    assert phone_decoy_reason(text, start, start + len(value)) == reason
 
 
 # --- decoys ----------------------------------------------------------------------------------

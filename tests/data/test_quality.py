@@ -138,6 +138,18 @@ def test_junk_truth_per_block_adds_up():
     assert truth["truth.labelled_in"] == 5
 
 
+def test_junk_truth_with_nothing_to_check_has_no_scores():
+    """No junk entered and nothing was dropped: no precision and no recall (None), not a perfect 1.0."""
+    labels = {"a": {"category": "good", "junk_class": None}, "b": {"category": "good", "junk_class": None}}
+    truth = junk_truth(labels, ["a", "b"], {})
+    assert truth["truth.junk_precision"] is None and truth["truth.junk_recall"] is None
+    assert truth["truth.junk_in"] == 0 and truth["truth.good_dropped"] == 0
+    # a good page dropped, still no junk: a real precision of 0, still no recall
+    truth = junk_truth(labels, ["a", "b"], {"a": "x.r"})
+    assert truth["truth.junk_precision"] == 0.0 and truth["truth.x.junk_precision"] == 0.0
+    assert truth["truth.junk_recall"] is None and truth["truth.x.junk_recall"] is None
+
+
 @pytest.mark.slow  # generates the full tiny crawl (a few seconds)
 def test_tiny_world_english_main_text(tmp_path):
     """On the labels' main text of the English pages (what language ID lets through), the heuristics

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import ConfigError
@@ -23,6 +24,7 @@ from components.data.url_filter import (
     shipped_list_text,
     url_filter,
     url_key,
+    url_truth,
 )
 from components.world.crawl import CrawlConfig, KnowledgeConfig, generate_crawl
 
@@ -192,6 +194,21 @@ def test_document_without_url_is_kept_and_counted():
 # --- the stage -----------------------------------------------------------------------------------
 
 
+def test_truth_with_nothing_to_check_has_no_scores():
+    """A URL junk class with no entering page has no recall; with nothing dropped, no precision."""
+    labels = {
+        "https://a.example/": {"category": "good", "junk_class": None},
+        "https://casino.example/": {"category": "junk", "junk_class": "blocklisted_domain"},
+    }
+    truth = url_truth(labels, ["https://a.example/"], {})
+    assert truth["truth.precision"] is None and truth["truth.recall"] is None
+    assert truth["truth.recall.blocklisted_domain"] is None and truth["truth.recall.banned_url_word"] is None
+    assert truth["truth.junk_precision"] is None and truth["truth.junk_recall"] is None
+    truth = url_truth(labels, list(labels), {"https://casino.example/": "url_filter.blocked_domain"})
+    assert truth["truth.precision"] == 1.0 and truth["truth.recall.blocklisted_domain"] == 1.0
+    assert truth["truth.recall.banned_url_word"] is None and truth["truth.url_junk_in"] == 1
+
+
 @pytest.fixture(scope="module")
 def tiny_documents(tmp_path_factory) -> dict:
     """A small labelled crawl, ingested."""
@@ -227,6 +244,10 @@ def test_stage_on_the_tiny_world(tmp_path, tracking_uri, tiny_documents):
     }
     assert record.metrics["precision"] == 1.0 and record.metrics["recall"] == 1.0
     assert record.metrics["dropped"] > 10
+    # the lists' sizes describe the setting: params, not metrics
+    run_data = MlflowClient(tracking_uri).get_run(record.mlflow_run_id).data
+    assert int(run_data.params["list_entries.domains"]) > 0
+    assert not any(k.startswith("list_entries.") for k in run_data.metrics)
     store = ArtifactStore(env.store)
     kept = {d["url"] for d in iter_documents(store, record.outputs["documents"].uri, ["url"])}
     reasons = store.listdir(record.outputs["dropped"].uri)

@@ -340,5 +340,5 @@ def test_pick_samples_and_table():
     assert table.splitlines() == [
         "metric        base       sft",
         "accuracy         0       0.5",
-        "bpb          1.235         -",
+        "bpb          1.235       n/a",
     ]

