@@ -1,7 +1,8 @@
 """PPO: the SFT policy trained against the reward model, held near the SFT model by a KL penalty.
 
 Four roles (`rl.roles`, `rl.rewards`): the policy (actor), the critic, the frozen reference and the frozen
-reward model. Each iteration (REFERENCE.md, "RL"; the formulas are `rl.formulas`'s):
+reward model. Each iteration (Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences";
+InstructGPT, Ouyang et al. 2022; the formulas are `rl.formulas`'s):
 
 1. generation: one sampled reply per prompt (batched, KV cache);
 2. scoring, no gradients, once per batch: the RM's score of each reply (a z-score with the RM's

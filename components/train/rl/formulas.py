@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-# PPO epochs stop when the measured policy change exceeds this multiple of the target KL (OpenAI baselines,
-# Stable-Baselines3 and REFERENCE.md all use 1.5).
+# PPO epochs stop when the measured policy change exceeds this multiple of the target KL (OpenAI baselines
+# and Stable-Baselines3 both use 1.5).
 EARLY_STOP_KL_FACTOR = 1.5
 # Ziegler et al. clip the proportional error of the adaptive KL controller to +-0.2.
 ADAPTIVE_KL_ERROR_CLIP = 0.2

@@ -1,7 +1,8 @@
 """Health monitoring of an RL run: what to log every iteration, when to raise an alarm, what to show.
 
 RL on a learned reward fails in a few well-known ways, each visible in a number that costs nothing to log
-(REFERENCE.md, "RL": "track the RM score and a gold score side by side"):
+(Gao et al. 2022, "Scaling Laws for Reward Model Overoptimization": track the RM score and a gold score
+side by side):
 
 - the policy runs away from the reference: the KL to the reference grows without bound (``kl_blowup``);
 - it stops exploring: the entropy of its token distribution collapses (``entropy_collapse``);

@@ -1,6 +1,7 @@
 """The roles of an RL run that hold a language model: the policy, the critic and the reference.
 
-PPO has four models (REFERENCE.md, "RL"); GRPO drops the critic:
+PPO has four models (InstructGPT, Ouyang et al. 2022; OpenRLHF's actor/critic/reference/reward); GRPO
+drops the critic:
 
 - `PolicyActor`: the policy being trained (from the SFT model). It samples the rollouts (batched, with
   the KV cache), recomputes their log-probs without gradients ("old" log-probs), runs the clipped policy
