@@ -36,7 +36,8 @@ from pydantic import Field
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import StageConfig
 from components.core.stage import StageContext, stage
-from components.data.documents import dropped_urls, iter_documents, list_shards, load_labels, ratio
+from components.data.documents import dropped_urls, load_labels
+from components.io.documents import iter_documents, list_shards, ratio
 
 CURATION_STAGES: tuple[str, ...] = (
     "url_filter",

@@ -46,18 +46,13 @@ from components.core.config import ConfigError, StageConfig
 from components.core.stage import StageContext, stage
 from components.data.documents import (
     Block,
-    Document,
     documents_artifacts,
     filter_documents,
-    iter_documents,
-    list_shards,
     load_labels,
-    log_samples,
     precision_recall,
-    ratio,
-    read_documents,
 )
-from components.data.pii import scrub
+from components.data.pii import log_samples, scrub
+from components.io.documents import Document, iter_documents, list_shards, ratio, read_documents
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _WORDS = re.compile(r"\w+")

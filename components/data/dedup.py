@@ -62,16 +62,7 @@ from components.core.config import ConfigError
 from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext, stage
 from components.data.dedup_config import SPEC, DedupConfig, MinHashConfig
-from components.data.documents import (
-    FilterStats,
-    documents_artifacts,
-    iter_documents,
-    list_shards,
-    load_labels,
-    log_dropped_samples,
-    per_second,
-    ratio,
-)
+from components.data.documents import FilterStats, documents_artifacts, load_labels
 from components.data.minhash import (
     MinHasher,
     UnionFind,
@@ -83,6 +74,8 @@ from components.data.minhash import (
     normalize_text,
     shingle_hashes,
 )
+from components.data.pii import log_dropped_samples
+from components.io.documents import iter_documents, list_shards, per_second, ratio
 
 EXACT, NEAR = "dedup.exact", "dedup.near"
 EXACT_KEY = "exact"

@@ -1,6 +1,6 @@
 """Document shards and the machinery every curation stage shares.
 
-Documents are Parquet shards, one row per document (`id`, `url`, `text`, metadata columns). A
+Documents are Parquet shards (`components.io.documents` reads and writes them). A
 curation stage is a list of **blocks** (datatrove-style): each block looks at one document, may add
 or change fields (extraction fills `text`, language ID adds `language`), and either keeps it or
 drops it *with a reason*. `filter_documents` runs the blocks over every shard as one Ray task per
@@ -24,7 +24,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,19 +31,7 @@ import pyarrow.parquet as pq
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext
-
-Document = dict[str, Any]
-
-
-def ratio(part: float, whole: float) -> float | None:
-    """`part / whole`, or None when `whole` is 0: a fraction of nothing measures nothing (a recall with
-    nothing to find, a precision with nothing claimed), and is reported as no number rather than 1.0."""
-    return part / whole if whole else None
-
-
-def per_second(count: float, seconds: float) -> float | None:
-    """A throughput: `count / seconds`, or None when nothing was processed or no time was measured."""
-    return ratio(count, seconds) if count else None
+from components.io.documents import Document, iter_documents, list_shards, per_second, ratio, write_documents
 
 
 class Block:
@@ -62,37 +49,6 @@ class Block:
 
     def process_batch(self, docs: Sequence[Document]) -> list[str | None]:
         return [self.process(doc) for doc in docs]
-
-
-# --- shard I/O ---------------------------------------------------------------------------------
-
-
-def list_shards(store: ArtifactStore, uri: str) -> list[str]:
-    return [n for n in store.listdir(uri) if n.endswith(".parquet")]
-
-
-def read_documents(store: ArtifactStore, uri: str, columns: list[str] | None = None) -> list[Document]:
-    with store.open(uri) as f:
-        shard = pq.ParquetFile(f)
-        if shard.metadata.num_rows == 0:
-            # A shard whose documents were all dropped upstream keeps the schema of before the stage
-            # that added e.g. `text`; selecting that column would fail, and there is nothing to read.
-            return []
-        return shard.read(columns=columns).to_pylist()
-
-
-def iter_documents(store: ArtifactStore, artifact_uri: str, columns: list[str] | None = None):
-    """Every document of a documents artifact, shard by shard (one shard in memory at a time)."""
-    for name in list_shards(store, artifact_uri):
-        yield from read_documents(store, store.join(artifact_uri, name), columns)
-
-
-def write_documents(
-    store: ArtifactStore, uri: str, docs: list[Document], schema: pa.Schema | None = None
-) -> None:
-    table = pa.Table.from_pylist(docs, schema=schema) if docs else (schema or pa.schema([])).empty_table()
-    with store.atomic_write(uri) as f:
-        pq.write_table(table, f, compression="zstd")
 
 
 def _schema_without(schema: pa.Schema, drop: Iterable[str]) -> pa.Schema:
@@ -289,47 +245,3 @@ def precision_recall(predicted: set[str], actual: set[str]) -> dict[str, float |
         "predicted": len(predicted),
         "actual": len(actual),
     }
-
-
-def log_samples(
-    ctx: StageContext, docs: list[Document], name: str, limit: int = 20, chars: int = 600
-) -> None:
-    """A few documents as an MLflow text artifact, PII scrubbed first (no PII ever reaches MLflow)."""
-    from components.data.pii import scrub
-
-    def scrubbed(value: Any) -> Any:  # metadata strings too: a title or a URL can carry an e-mail
-        if isinstance(value, str):
-            return scrub(value)
-        if isinstance(value, list):
-            return [scrubbed(v) for v in value]
-        return value
-
-    lines = []
-    for doc in docs[:limit]:
-        head = {
-            k: scrubbed(v) for k, v in doc.items() if k not in {"text", "html"} and not isinstance(v, bytes)
-        }
-        text = scrub(str(doc.get("text") or doc.get("html") or ""))[:chars]
-        lines.append(json.dumps({**head, "url": scrub(str(doc.get("url", ""))), "text": text}, default=str))
-    ctx.tracker.log_text("\n".join(lines) + "\n", f"samples/{name}.jsonl")
-
-
-def log_dropped_samples(
-    ctx: StageContext, dropped: Artifact, per_reason: int, columns: list[str] | None = None
-) -> None:
-    """The first `per_reason` dropped documents of each reason as `samples/dropped_<reason>.jsonl`
-    (via `log_samples`, so PII is scrubbed). Reads only those rows, and only `columns` if given."""
-    if per_reason <= 0:
-        return
-    for reason in sorted(ctx.store.listdir(dropped.uri)):
-        reason_uri = ctx.store.join(dropped.uri, reason)
-        docs: list[Document] = []
-        for shard in sorted(list_shards(ctx.store, reason_uri)):
-            with ctx.store.open(ctx.store.join(reason_uri, shard)) as f:
-                for batch in pq.ParquetFile(f).iter_batches(batch_size=per_reason, columns=columns):
-                    docs.extend(batch.to_pylist()[: per_reason - len(docs)])
-                    break
-            if len(docs) >= per_reason:
-                break
-        if docs:
-            log_samples(ctx, docs, f"dropped_{reason}", limit=per_reason)

@@ -39,18 +39,10 @@ from pydantic import Field
 from components.core.artifacts import Artifact
 from components.core.config import StageConfig
 from components.core.stage import StageContext, stage
-from components.data.documents import (
-    Block,
-    Document,
-    documents_artifacts,
-    dropped_urls,
-    filter_documents,
-    iter_documents,
-    load_labels,
-    log_dropped_samples,
-    ratio,
-)
+from components.data.documents import Block, documents_artifacts, dropped_urls, filter_documents, load_labels
 from components.data.junk_truth import junk_truth
+from components.data.pii import log_dropped_samples
+from components.io.documents import Document, iter_documents, ratio
 
 
 class ExtractConfig(StageConfig):

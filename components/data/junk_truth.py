@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from components.data.documents import ratio
+from components.io.documents import ratio
 
 JUNK_CATEGORIES = frozenset({"junk", "hostile"})
 

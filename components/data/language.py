@@ -35,15 +35,13 @@ from components.core.config import ConfigError, StageConfig
 from components.core.stage import StageContext, stage
 from components.data.documents import (
     Block,
-    Document,
     documents_artifacts,
     filter_documents,
-    list_shards,
     load_labels,
-    log_dropped_samples,
     precision_recall,
-    ratio,
 )
+from components.data.pii import log_dropped_samples
+from components.io.documents import Document, list_shards, ratio
 
 LID_ASSET = "lid.176.ftz"
 LABEL_PREFIX = "__label__"

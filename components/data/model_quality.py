@@ -4,9 +4,10 @@ The GPT-3 / DCLM approach: train a linear classifier to tell a reference set of 
 crawl, score every document with the probability of the good class, keep the documents that look
 most like the reference. Or load a classifier trained elsewhere (`model_path`).
 
-- Positives (`__label__good`): the user's `reference_path` (JSONL, Parquet or plain text), or, on the
-  tiny world, the `reference` input (the world's knowledge base) rendered as encyclopedia articles
-  with the crawl's own English sentence templates -- the tiny world's Wikipedia.
+- Positives (`__label__good`): the user's `reference_path` (JSONL, Parquet or plain text), or the
+  `reference` input's reference.jsonl: on the tiny world the world stage writes it into its knowledge
+  artifact, encyclopedia articles composed with the crawl's own English sentence templates -- the tiny
+  world's Wikipedia.
 - Negatives (`__label__crawl`): up to `max_negatives` documents sampled (by a hash of id and seed)
   from the documents entering the stage.
 - Kept: documents scoring at least the cutoff; every document gets a `quality_score` column. The
@@ -48,19 +49,9 @@ from components.core.artifacts import Artifact, ArtifactStore, scratch_dir, stag
 from components.core.config import ConfigError, StageConfig
 from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext, stage
-from components.data.documents import (
-    Block,
-    Document,
-    documents_artifacts,
-    dropped_urls,
-    filter_documents,
-    iter_documents,
-    list_shards,
-    load_labels,
-    log_dropped_samples,
-    read_documents,
-)
+from components.data.documents import Block, documents_artifacts, dropped_urls, filter_documents, load_labels
 from components.data.junk_truth import JUNK_CATEGORIES, junk_truth
+from components.data.pii import log_dropped_samples
 from components.data.quality_classifier import (
     LABEL_PREFIX,
     NEGATIVE_LABEL,
@@ -70,12 +61,13 @@ from components.data.quality_classifier import (
     load_classifier,
     probe_fasttext,
     read_reference_file,
-    reference_from_knowledge,
+    reference_from_artifact,
     sample_texts,
     sigmoid,
     train_fasttext,
     training_lines,
 )
+from components.io.documents import Document, iter_documents, list_shards, read_documents
 
 
 class ModelQualityConfig(StageConfig):
@@ -90,12 +82,9 @@ class ModelQualityConfig(StageConfig):
         None,
         description="Good text to train on (local path or URL): .jsonl (field `reference_field`), "
         ".parquet (column `reference_field`) or plain text (documents separated by blank lines). "
-        "None: render the `reference` input (the tiny world's knowledge base).",
+        "None: read the `reference` input's reference.jsonl (the tiny world's articles).",
     )
     reference_field: str = Field("text", description="Field/column of `reference_path` with the text.")
-    reference_articles_per_entity: int = Field(
-        5, ge=1, description="Tiny world: encyclopedia articles rendered per entity of the knowledge base."
-    )
     max_reference: int = Field(50_000, ge=1, description="At most this many reference documents.")
     max_negatives: int = Field(
         50_000, ge=1, description="At most about this many crawl documents sampled as negatives."
@@ -301,7 +290,7 @@ def check_sources(config: ModelQualityConfig, inputs: Collection[str]) -> None:
         raise ConfigError(
             "model_quality has nothing to train on: set model_quality.reference_path (good text), "
             "model_quality.model_path (a trained classifier), or enable the world stage (its "
-            "knowledge base is the tiny world's reference)"
+            "knowledge artifact holds the tiny world's reference.jsonl)"
         )
 
 
@@ -340,8 +329,7 @@ def train_classifier(
         reference = read_reference_file(config.reference_path, config.reference_field)
         source = "reference_path"
     else:
-        per_entity = config.reference_articles_per_entity
-        reference = reference_from_knowledge(ctx.store, inputs["reference"].uri, per_entity, ctx.seed)
+        reference = reference_from_artifact(ctx.store, inputs["reference"].uri)
         source = "knowledge"
     rng = random.Random(f"{ctx.seed}/model_quality/train")
     if len(reference) > config.max_reference:

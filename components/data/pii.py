@@ -70,11 +70,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import phonenumbers
 import pyarrow.parquet as pq
@@ -83,17 +84,8 @@ from pydantic import Field, field_validator
 from components.core.artifacts import Artifact
 from components.core.config import StageConfig
 from components.core.stage import StageContext, stage
-from components.data.documents import (
-    Block,
-    Document,
-    documents_artifacts,
-    filter_documents,
-    iter_documents,
-    list_shards,
-    load_labels,
-    log_samples,
-    read_documents,
-)
+from components.data.documents import Block, documents_artifacts, filter_documents, load_labels
+from components.io.documents import Document, iter_documents, list_shards, read_documents
 
 PIIType = Literal["email", "phone", "ipv4", "ipv6"]
 PII_TYPES: tuple[str, ...] = ("email", "phone", "ipv4", "ipv6")  # also the order drop reasons are picked in
@@ -723,6 +715,52 @@ def scrub(text: str) -> str:
 
 
 # --- the stage ------------------------------------------------------------------------------------
+
+
+# --- samples for MLflow, scrubbed ------------------------------------------------------------------
+
+
+def log_samples(
+    ctx: StageContext, docs: list[Document], name: str, limit: int = 20, chars: int = 600
+) -> None:
+    """A few documents as an MLflow text artifact, PII scrubbed first (no PII ever reaches MLflow)."""
+
+    def scrubbed(value: Any) -> Any:  # metadata strings too: a title or a URL can carry an e-mail
+        if isinstance(value, str):
+            return scrub(value)
+        if isinstance(value, list):
+            return [scrubbed(v) for v in value]
+        return value
+
+    lines = []
+    for doc in docs[:limit]:
+        head = {
+            k: scrubbed(v) for k, v in doc.items() if k not in {"text", "html"} and not isinstance(v, bytes)
+        }
+        text = scrub(str(doc.get("text") or doc.get("html") or ""))[:chars]
+        lines.append(json.dumps({**head, "url": scrub(str(doc.get("url", ""))), "text": text}, default=str))
+    ctx.tracker.log_text("\n".join(lines) + "\n", f"samples/{name}.jsonl")
+
+
+def log_dropped_samples(
+    ctx: StageContext, dropped: Artifact, per_reason: int, columns: list[str] | None = None
+) -> None:
+    """The first `per_reason` dropped documents of each reason as `samples/dropped_<reason>.jsonl`
+    (via `log_samples`, so PII is scrubbed). Reads only those rows, and only `columns` if given."""
+    if per_reason <= 0:
+        return
+    for reason in sorted(ctx.store.listdir(dropped.uri)):
+        reason_uri = ctx.store.join(dropped.uri, reason)
+        docs: list[Document] = []
+        for shard in sorted(list_shards(ctx.store, reason_uri)):
+            with ctx.store.open(ctx.store.join(reason_uri, shard)) as f:
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=per_reason, columns=columns):
+                    docs.extend(batch.to_pylist()[: per_reason - len(docs)])
+                    break
+            if len(docs) >= per_reason:
+                break
+        if docs:
+            log_samples(ctx, docs, f"dropped_{reason}", limit=per_reason)
 
 
 class PIIConfig(StageConfig):

@@ -22,16 +22,9 @@ from pydantic import Field
 from components.core.artifacts import Artifact
 from components.core.config import StageConfig
 from components.core.stage import StageContext, stage
-from components.data.documents import (
-    Block,
-    documents_artifacts,
-    dropped_urls,
-    filter_documents,
-    iter_documents,
-    load_labels,
-    log_dropped_samples,
-)
+from components.data.documents import Block, documents_artifacts, dropped_urls, filter_documents, load_labels
 from components.data.junk_truth import junk_truth
+from components.data.pii import log_dropped_samples
 from components.data.quality_rules import (
     C4,
     C4Config,
@@ -43,6 +36,7 @@ from components.data.quality_rules import (
     GopherRepetitionConfig,
     NotEmpty,
 )
+from components.io.documents import iter_documents
 
 
 class QualityConfig(StageConfig):

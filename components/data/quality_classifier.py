@@ -27,7 +27,7 @@ import xxhash
 
 from components.core.artifacts import ArtifactStore
 from components.core.config import ConfigError
-from components.data.documents import iter_documents, list_shards
+from components.io.documents import iter_documents, list_shards
 
 LABEL_PREFIX = "__label__"
 NEGATIVE_LABEL = "crawl"
@@ -52,28 +52,19 @@ def classifier_text(text: str | None, max_chars: int, normalize: bool = True) ->
 # --- positives: the reference set ---------------------------------------------------------------
 
 
-def reference_from_knowledge(store: ArtifactStore, uri: str, per_entity: int, seed: int) -> list[str]:
-    """Encyclopedia articles about every entity of the tiny world's knowledge base (`uri`: the
-    `knowledge` artifact, or its knowledge.json), composed with the crawl's own English sentence
-    templates (facts, related facts, neutral filler): the tiny world's Wikipedia."""
-    from components.world.knowledge import KnowledgeBase
-    from components.world.languages import language_pack
-    from components.world.pages import compose_entity_page
+REFERENCE_FILE = "reference.jsonl"  # what the world stage writes into its knowledge artifact
 
-    path = uri if uri.endswith(".json") else store.join(uri, "knowledge.json")
+
+def reference_from_artifact(store: ArtifactStore, uri: str) -> list[str]:
+    """The reference articles of a `reference` artifact (`uri`: the artifact, or its reference.jsonl):
+    one JSON object with a `text` per line. On the tiny world it is the world's `knowledge` artifact,
+    whose encyclopedia articles the world stage renders (the tiny world's Wikipedia)."""
+    path = uri if uri.endswith(".jsonl") else store.join(uri, REFERENCE_FILE)
     if not store.exists(path):
-        raise ConfigError(f"model_quality: the reference artifact has no knowledge.json ({path})")
+        raise ConfigError(f"model_quality: the reference artifact has no {REFERENCE_FILE} ({path})")
     with store.open(path, "rb") as f:
-        kb = KnowledgeBase.from_json(f.read().decode("utf-8"))
-    pack = language_pack("en")
-    style = pack.style("encyclopedia")
-    rng = random.Random(f"{seed}/model_quality/reference")
-    articles = []
-    for entity in kb.entities():
-        for _ in range(per_entity):
-            _, blocks, _ = compose_entity_page(kb, entity, pack, style, rng)
-            articles.append("\n".join(text for _, text in blocks))
-    return articles
+        lines = f.read().decode("utf-8").split("\n")  # not splitlines(): a U+2028 inside a text stays
+    return [text for text in (json.loads(line)["text"] for line in lines if line.strip()) if text.strip()]
 
 
 def read_reference_file(path: str, field: str) -> list[str]:

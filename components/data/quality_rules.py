@@ -42,7 +42,8 @@ from collections.abc import Iterable, Sequence
 from pydantic import Field
 
 from components.core.config import StrictModel
-from components.data.documents import Block, Document
+from components.data.documents import Block
+from components.io.documents import Document
 
 # --- text measures -----------------------------------------------------------------------------
 

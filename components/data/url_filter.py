@@ -37,17 +37,15 @@ from components.core.config import ConfigError, StageConfig
 from components.core.stage import StageContext, stage
 from components.data.documents import (
     Block,
-    Document,
     documents_artifacts,
     dropped_urls,
     filter_documents,
-    iter_documents,
     load_labels,
-    log_dropped_samples,
     precision_recall,
-    ratio,
 )
 from components.data.junk_truth import junk_truth
+from components.data.pii import log_dropped_samples
+from components.io.documents import Document, iter_documents, ratio
 
 ListKind = Literal["domains", "urls", "banned_words", "soft_banned_words", "banned_subwords"]
 LIST_KINDS: tuple[ListKind, ...] = ("domains", "urls", "banned_words", "soft_banned_words", "banned_subwords")

@@ -31,12 +31,12 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
+from components.eval.verifiers import verifier_names, verify
 from components.model.generate import generate
 from components.model.gpt import GPT
 from components.model.heads import ScalarHeadModel
 from components.tokenizer.bpe import eot_id
 from components.tokenizer.chat import ChatTokens, ChatTooLong, assistant_reply, render
-from components.world.verifiers import verifier_names, verify
 
 # Record fields that are not verifier info.
 _NOT_INFO = frozenset({"prompt", "answer", "task"})

@@ -50,10 +50,10 @@ from components.eval.bits_per_byte import corpus_bits_per_byte
 from components.eval.chat_eval import chat_eval, format_samples
 from components.eval.evaluate_config import MODELS, SPEC, EvaluateConfig, check_inputs
 from components.eval.multiple_choice import benchmark_items, score_items
+from components.io.trl import load_prompts
 from components.model.checkpoint import load_model_dir
 from components.model.heads import load_scalar_model_dir
 from components.tokenizer.bpe import eot_id, load_tokenizer
-from components.train.datasets import load_prompts
 
 SPLITS = {"test": "", "seen": "seen_"}  # prompts file -> metric prefix (held-out metrics are unprefixed)
 # The metrics shown in the table, the figure and (per model) the headline, in that order.

@@ -44,10 +44,10 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, processors
 from torch import Tensor
 
+from components.io.chat import ROLES
 from components.model.checkpoint import TOKENIZER_FILE, _move_into_place, load_model_dir, state_for_saving
 from components.model.gpt import GPT, GPTConfig
 from components.tokenizer.bpe import EOT, IM_END, IM_SEP, IM_START, load_tokenizer, special_token_ids
-from components.tokenizer.chat import ROLES
 
 # The GPTConfig fields the mappings below account for. `dropout` and `init_std` change training only.
 KNOWN_FIELDS = frozenset(

@@ -20,10 +20,11 @@ The KV cache is the model's own `KVCache`, used as a pool of rows:
 - when the write position reaches the end, every row is shifted left by the smallest unused prefix
   (compaction), which always makes room: a sequence never needs more than context_length positions.
 
-Each sequence samples with its own `torch.Generator` (seeded by the request or at random), one row at
-a time, so a request's tokens do not depend on who else is in the batch: the same seed gives the same
-text alone or batched (up to float rounding of the batched matmuls, which the tests check stays below
-sampling's resolution).
+Each sequence draws its randomness from its own `random.Random` (seeded by the request or at random):
+one uniform per sampled token, turned into a token by inverse CDF over that row's (temperature-scaled,
+nucleus-filtered) distribution. All rows are sampled by the same few tensor ops at once, yet a request's
+tokens do not depend on who else is in the batch: the same seed gives the same text alone or batched
+(up to float rounding of the batched matmuls, which the tests check stays below sampling's resolution).
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from components.model.generate import filter_logits
 from components.model.gpt import GPT, KVCache
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Ticket:
     cancelled: threading.Event = field(default_factory=threading.Event)
     generated: int = 0
     pending: int | None = None  # the last sampled token, fed to the model at the next step
-    generator: torch.Generator | None = None
+    rng: random.Random | None = None  # the sequence's own source of sampling randomness
     start: int = 0  # cache index of the sequence's first key
     done: bool = False  # its last event (with a finish_reason) was sent
 
@@ -267,6 +267,7 @@ class Engine:
             if longest > self._cache.length:
                 self._shift(longest - self._cache.length)
         c, L = self._cache, self._cache.length
+        rows, staying_logits, prompt_lps = [], [], []  # the new active rows, their logits and prompt scores
         for j, t in enumerate(batch):
             prompt_lp = None
             if t.params.prompt_logprobs:
@@ -282,10 +283,13 @@ class Engine:
             c.key_mask[row, L - p : L] = True
             c.next_position[row] = p
             t.start = L - p
-            t.generator = torch.Generator(device=self.device)
-            t.generator.manual_seed(t.params.seed if t.params.seed is not None else random.getrandbits(63))
+            t.rng = random.Random(t.params.seed if t.params.seed is not None else random.getrandbits(63))
             self._active.append(t)
-            self._emit(len(self._active) - 1, logits[j], prompt_lp)
+            rows.append(len(self._active) - 1)
+            staying_logits.append(j)
+            prompt_lps.append(prompt_lp)
+        if rows:
+            self._emit(rows, logits[staying_logits], prompt_lps)
 
     def _prompt_logprobs(self, t: Ticket, hidden: Tensor) -> list[PromptLogprob]:
         """(log-prob of each prompt token given the ones before, top alternatives); None for the first."""
@@ -302,29 +306,58 @@ class Engine:
         values, ids = torch.topk(logp, k)
         return [(int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
 
-    def _sample(self, t: Ticket, logits: Tensor) -> int:
-        if t.params.temperature == 0:
-            return int(logits.argmax())
-        filtered = filter_logits(logits[None] / t.params.temperature, top_p=t.params.top_p)
-        return int(torch.multinomial(filtered.softmax(dim=-1), 1, generator=t.generator))
+    def _sample(self, tickets: list[Ticket], logits: Tensor) -> list[int]:
+        """The next token of each ticket from its row of logits (n, V), all rows at once.
 
-    def _emit(self, row: int, logits: Tensor, prompt_lp: list | None = None) -> None:
-        """Sample row's next token from its logits (V,), report it, and note whether the row is done."""
-        t = self._active[row]
-        token = self._sample(t, logits)
-        event = Event(token=token, prompt_logprobs=prompt_lp)
-        if t.params.want_logprobs:
-            logp = logits.log_softmax(dim=-1)
-            event.logprob = float(logp[token])
-            event.top_logprobs = self._top(logp, t.params.top_logprobs)
-        t.generated += 1
-        t.pending = token
-        if token in t.params.stop_tokens:
-            event.finish_reason = "stop"
-        elif t.generated >= t.params.max_tokens:
-            event.finish_reason = "length"
-        t.done = event.finish_reason is not None
-        t.sink(event)
+        One batched pass instead of a multinomial per row: the per-row torch calls cost more than the
+        tiny model's forward at 16 rows. Greedy rows take the argmax; the others sort their
+        temperature-scaled distribution, drop what lies outside the nucleus (the tokens ranked above
+        reach top_p; kept tokens are a prefix of the sorted order) and pick the first token whose
+        cumulative weight exceeds a uniform drawn from the row's own generator.
+        """
+        tokens = logits.argmax(dim=-1).tolist()
+        sampled = [r for r, t in enumerate(tickets) if t.params.temperature > 0]
+        if not sampled:
+            return tokens
+        params = [tickets[r].params for r in sampled]
+        temperature = torch.tensor([p.temperature for p in params], device=logits.device)
+        # top_p >= 1 keeps everything (rounding could otherwise push the tail's cumsum - p over 1).
+        top_p = torch.tensor([p.top_p if p.top_p < 1 else float("inf") for p in params], device=logits.device)
+        rows = logits if len(sampled) == len(tickets) else logits[sampled]
+        # stable: ties keep one order, whatever the batch, so a seed picks the same token alone or batched.
+        ordered, order = torch.sort(rows / temperature[:, None], dim=-1, descending=True, stable=True)
+        probs = ordered.softmax(dim=-1)
+        cum = probs.cumsum(dim=-1)
+        keep = cum - probs < top_p[:, None]
+        cdf = (probs * keep).double().cumsum(dim=-1)  # float64: the uniform's resolution, no drift
+        draws = [tickets[r].rng.random() for r in sampled]
+        u = torch.tensor(draws, dtype=torch.float64, device=logits.device)
+        pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)
+        # u * total can round up to total: stay on the last kept token.
+        pick = torch.minimum(pick, keep.sum(dim=-1, keepdim=True) - 1)
+        for r, token in zip(sampled, order.gather(-1, pick)[:, 0].tolist(), strict=True):
+            tokens[r] = token
+        return tokens
+
+    def _emit(self, rows: list[int], logits: Tensor, prompt_lps: list | None = None) -> None:
+        """Sample the next token of each of `rows` (active rows; logits (len(rows), V) in that order),
+        report them, and note which rows are done."""
+        tickets = [self._active[row] for row in rows]
+        tokens = self._sample(tickets, logits)
+        for k, (t, token) in enumerate(zip(tickets, tokens, strict=True)):
+            event = Event(token=token, prompt_logprobs=prompt_lps[k] if prompt_lps else None)
+            if t.params.want_logprobs:
+                logp = logits[k].log_softmax(dim=-1)
+                event.logprob = float(logp[token])
+                event.top_logprobs = self._top(logp, t.params.top_logprobs)
+            t.generated += 1
+            t.pending = token
+            if token in t.params.stop_tokens:
+                event.finish_reason = "stop"
+            elif t.generated >= t.params.max_tokens:
+                event.finish_reason = "length"
+            t.done = event.finish_reason is not None
+            t.sink(event)
 
     def _decode_step(self) -> None:
         # Sequences that finished when they sampled their last token leave before the forward.
@@ -353,5 +386,4 @@ class Engine:
         c.next_position[:n] = view.next_position
         self.steps += 1
         self.max_rows_seen = max(self.max_rows_seen, n)
-        for row in range(n):
-            self._emit(row, logits[row])
+        self._emit(list(range(n)), logits)

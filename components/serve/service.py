@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from components.io.chat import ChatFormatError, validate_messages
 from components.model.checkpoint import TOKENIZER_FILE, load_model_dir
 from components.model.heads import load_scalar_model_dir
 from components.serve import sse
@@ -30,7 +31,7 @@ from components.serve.engine import Engine, Event, SamplingParams, Ticket
 from components.serve.protocol import ApiError, ChatCompletionRequest, CompletionRequest, ScoreRequest
 from components.serve.text import IncrementalDecoder, StopMatcher, token_bytes_table
 from components.tokenizer.bpe import encode_batch, eot_id, load_tokenizer
-from components.tokenizer.chat import ChatFormatError, ChatTokens, render, validate_messages
+from components.tokenizer.chat import ChatTokens, render
 
 
 def _content_text(content: Any) -> Any:

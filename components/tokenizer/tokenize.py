@@ -4,7 +4,7 @@ One Ray task per document shard (resumable: a finished shard leaves a marker and
 after a crash). Each task encodes its documents with `encode_batch(append_eot=True)`, so every document
 ends with `<|endoftext|>`, and streams them into
 
-    tokens/train/part-XXXXX.bin    token shards (`components.tokenizer.shards`; XXXXX = the document
+    tokens/train/part-XXXXX.bin    token shards (`components.io.token_shards`; XXXXX = the document
     tokens/val/part-XXXXX.bin      shard's index), uint16 ids when the vocabulary fits, else uint32
     tokens/tokens_meta.json        counts per split, dtype, vocab size, eot id, tokenizer digest, shard map
 
@@ -38,9 +38,9 @@ from components.core.artifacts import Artifact, ArtifactStore, scratch_dir, stag
 from components.core.config import ConfigError, StageConfig
 from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext, stage
-from components.data.documents import list_shards, per_second, ratio
+from components.io.documents import list_shards, per_second, ratio
+from components.io.token_shards import ShardWriter, dtype_for_vocab
 from components.tokenizer.bpe import encode_batch, eot_id, load_tokenizer
-from components.tokenizer.shards import ShardWriter, dtype_for_vocab
 
 SPLITS = ("train", "val")
 META_FILE = "tokens_meta.json"

@@ -32,7 +32,8 @@ from tokenizers import Tokenizer
 from components.core.artifacts import Artifact, ArtifactStore, scratch_dir
 from components.core.config import ConfigError, StageConfig
 from components.core.stage import StageContext, stage
-from components.data.documents import list_shards, ratio
+from components.io.documents import list_shards, ratio
+from components.io.token_shards import dtype_for_vocab
 from components.tokenizer import bpe
 from components.tokenizer.bpe import (
     BYTE_SYMBOLS,
@@ -45,7 +46,6 @@ from components.tokenizer.bpe import (
     load_tokenizer,
     special_token_ids,
 )
-from components.tokenizer.shards import dtype_for_vocab
 from components.tokenizer.tokenize import read_shard_texts, split_position, vocab_size_of
 
 TOKENIZER_FILE = "tokenizer.json"

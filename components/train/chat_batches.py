@@ -49,8 +49,8 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from components.io.token_stream import DataPosition
 from components.tokenizer.chat import ChatTooLong, render
-from components.train.packing import DataPosition
 
 IGNORE_INDEX = -100
 PaddingSide = Literal["left", "right"]

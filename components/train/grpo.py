@@ -29,6 +29,7 @@ from torch import Tensor
 from components.core.artifacts import Artifact
 from components.core.stage import StageContext, stage
 from components.eval.chat_eval import is_verifiable
+from components.eval.verifiers import verifier_names
 from components.train.grpo_config import SPEC
 from components.train.rl.algorithm import IterationResult, RLAlgorithm, RLPaths, phase_timer
 from components.train.rl.batch import Experience, PolicyStats, Rollout, apply_missing_eos_penalty
@@ -40,7 +41,6 @@ from components.train.rl.placement import RoleGroup, RoleSpec
 from components.train.rl.prompts import PromptSet
 from components.train.rl.rewards import RewardScorer
 from components.train.rl.roles import PolicyActor, Reference
-from components.world.verifiers import verifier_names
 
 VERIFIER_REWARDS = ("verifier", "verifier_and_format")
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from components.core.artifacts import scratch_dir
-from components.train.packing import DataPosition
+from components.io.token_stream import DataPosition
 from components.train.trainer import (
     MetricLogger,
     TrainingConfig,

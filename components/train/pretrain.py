@@ -30,25 +30,25 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
 from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
-from components.model.checkpoint import load_state_compatible, save_model_dir
-from components.model.generate import generate
-from components.model.gpt import GPT, GPTConfig
-from components.tokenizer.bpe import BYTE_SYMBOLS, decode, encode_batch, eot_id, load_tokenizer
-from components.train.loop import Periodic, StepResult, TrainLoop
-from components.train.packing import (
+from components.eval.bits_per_byte import loss_and_bits_per_byte, token_byte_lengths
+from components.io.token_stream import (
     NotEnoughTokensError,
     PackedBatches,
     TokenStream,
     tokens_needed,
     val_rows,
 )
+from components.model.checkpoint import load_state_compatible, save_model_dir
+from components.model.generate import generate
+from components.model.gpt import GPT, GPTConfig
+from components.tokenizer.bpe import decode, encode_batch, eot_id, load_tokenizer
+from components.train.loop import Periodic, StepResult, TrainLoop
 from components.train.pretrain_config import SPEC, PretrainConfig
 from components.train.trainer import (
     WEIGHTS_FILE,
@@ -88,23 +88,6 @@ class PretrainPlan:
     val_tokens: int
     init_from: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def token_byte_lengths(tok: Tokenizer, size: int) -> list[int]:
-    """How many UTF-8 bytes each of `size` ids stands for: the length of its byte-level BPE string (one
-    symbol per byte), 0 for special tokens and ids beyond the tokenizer (padding rows)."""
-    byte_of = {symbol: b for b, symbol in enumerate(BYTE_SYMBOLS)}
-    special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
-    out = []
-    for i in range(size):
-        piece = tok.id_to_token(i)
-        if piece is None or i in special:
-            out.append(0)
-        elif all(ch in byte_of for ch in piece):
-            out.append(len(piece))
-        else:  # not a byte-level token; count what it decodes to
-            out.append(len(decode(tok, [i]).encode("utf-8")))
-    return out
 
 
 def unigram_entropy(counts: np.ndarray) -> float:
@@ -356,35 +339,17 @@ def _fmt(value: float | None) -> str:
 def evaluate(
     model: nn.Module, ids: Tensor, weights: Tensor, token_bytes: Tensor, runtime: Runtime, batch_size: int
 ) -> tuple[float, float | None]:
-    """Validation loss (mean NLL per token, nats) and bits per byte over every worker's rows.
-
-    Bits per byte = NLL (nats) of the text tokens / (ln 2 * their UTF-8 bytes): independent of the
-    tokenizer, so models with different vocabularies compare. End-of-text targets are not text: they
-    count in the loss but neither in the NLL nor in the bytes of bits per byte (as nanochat does)."""
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=runtime.device)  # nll, tokens, text nll, bytes
-    for lo in range(0, len(ids), batch_size):
-        batch = ids[lo : lo + batch_size].to(runtime.device)
-        w = weights[lo : lo + batch_size].to(runtime.device)[:, None]
-        x, y = batch[:, :-1], batch[:, 1:]
-        with runtime.autocast():
-            logits, _ = model(x)
-        nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view_as(y)
-        nbytes = token_bytes[y]
-        sums += torch.stack(
-            [
-                (nll * w).sum(),
-                (w * torch.ones_like(nll)).sum(),
-                (nll * w * (nbytes > 0)).sum(),
-                (nbytes * w).sum(),
-            ]
-        ).double()
-    sums = sum_over_workers(sums, runtime)
-    model.train(was_training)
-    nll, tokens, text_nll, nbytes = sums.tolist()
-    # Rows without a text byte (only end-of-text targets) have no bits per byte: None, not a number.
-    return nll / tokens, text_nll / (math.log(2) * nbytes) if nbytes else None
+    """Validation loss (nats per token) and bits per byte over every worker's rows
+    (`components.eval.bits_per_byte.loss_and_bits_per_byte`, summed over the workers)."""
+    return loss_and_bits_per_byte(
+        model,
+        ids,
+        weights,
+        token_bytes,
+        batch_size,
+        autocast=runtime.autocast,
+        reduce=lambda sums: sum_over_workers(sums, runtime),
+    )
 
 
 def sample_text(

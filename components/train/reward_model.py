@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from components.core.config import ConfigError, validate
 from components.core.stage import StageContext, stage
 from components.eval.multiple_choice import continuation_logprobs
+from components.io.trl import DatasetError, load_preferences
 from components.model.checkpoint import TOKENIZER_FILE, load_model_dir, read_model_config
 from components.model.gpt import GPT, GPTConfig
 from components.model.heads import ScalarHeadModel, gather_last, save_scalar_model_dir
@@ -59,7 +60,6 @@ from components.train.chat_batches import (
     collate_pairs,
     render_pairs,
 )
-from components.train.datasets import DatasetError, load_preferences
 from components.train.loop import Periodic, StepResult, TrainLoop
 from components.train.reward_model_config import SPEC, RewardModelConfig
 from components.train.trainer import (

@@ -42,6 +42,7 @@ from torch import nn
 from components.core.config import ConfigError, validate
 from components.core.stage import StageContext, stage
 from components.eval.chat_eval import ChatEval, chat_eval, format_samples, summarize
+from components.io.trl import DatasetError, load_prompts, load_sft
 from components.model.checkpoint import TOKENIZER_FILE, read_model_config, save_model_dir
 from components.model.gpt import GPT, GPTConfig
 from components.tokenizer.bpe import eot_id, load_tokenizer
@@ -55,7 +56,6 @@ from components.train.chat_batches import (
     pack_rows,
     render_sft,
 )
-from components.train.datasets import DatasetError, load_prompts, load_sft
 from components.train.loop import Periodic, StepResult, TrainLoop
 from components.train.sft_config import SPEC, SFTConfig
 from components.train.trainer import (

@@ -2,7 +2,7 @@
 
 Everything is generated from the same `KnowledgeBase` as the crawl, deterministically from a seed, so the
 facts the assistant is taught to state in chat are the facts pretraining read on web pages, and every
-answer can be checked exactly (`components.world.verifiers`).
+answer can be checked exactly (`components.eval.verifiers`).
 
 Tasks (the `task`/`kind` of an item):
 
@@ -61,7 +61,7 @@ from pydantic import Field, field_validator
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import ConfigError, StageConfig
 from components.core.stage import StageContext, stage
-from components.train.datasets import (
+from components.io.trl import (
     DatasetError,
     data_format,
     load_preferences,

@@ -173,6 +173,12 @@ class CrawlConfig(StrictModel):
     crawl_start: str = Field(
         "2024-03-01T00:00:00", description="WARC-Date of the first record (UTC); later records follow it."
     )
+    reference_articles_per_entity: int = Field(
+        5,
+        ge=1,
+        description="Encyclopedia articles per entity in knowledge/reference.jsonl (model_quality's "
+        "reference text).",
+    )
 
     @field_validator("languages")
     @classmethod
@@ -780,10 +786,29 @@ class WorldConfig(StageConfig):
 _WORLD_DATA = ("components/data/blocklists/domains.txt",)  # the blocklisted hosts it draws junk pages from
 
 
+REFERENCE_FILE = "reference.jsonl"  # in the knowledge artifact; model_quality reads it by this name
+
+
+def reference_articles(kb: KnowledgeBase, per_entity: int, seed: int) -> list[str]:
+    """Encyclopedia articles about every entity of the knowledge base, composed with the crawl's own
+    English sentence templates (facts, related facts, neutral filler): the tiny world's Wikipedia, the
+    good text that `model_quality` learns to recognise."""
+    pack = language_pack("en")
+    style = pack.style("encyclopedia")
+    rng = random.Random(f"{seed}/model_quality/reference")
+    articles = []
+    for entity in kb.entities():
+        for _ in range(per_entity):
+            _, blocks, _ = compose_entity_page(kb, entity, pack, style, rng)
+            articles.append("\n".join(text for _, text in blocks))
+    return articles
+
+
 def write_world(
     ctx: StageContext, cfg: CrawlConfig, crawl_dir: Path, knowledge_dir: Path
 ) -> tuple[dict, KnowledgeBase, list[dict], list]:
-    """Generate the crawl into `crawl_dir` and the knowledge base and benchmark into `knowledge_dir`."""
+    """Generate the crawl into `crawl_dir` and the knowledge base, the benchmark and the reference
+    articles (`REFERENCE_FILE`, one JSON object with a `text` per line) into `knowledge_dir`."""
     stats = generate_crawl(cfg, crawl_dir)
     # The knowledge base is its own artifact, so that stages which need only the facts (conversations,
     # evaluation) do not depend on the pages, and the crawl directory holds only WARCs and their labels.
@@ -824,6 +849,9 @@ def write_world(
         for it in items
     )
     write_atomic(knowledge_dir / "benchmark.jsonl", benchmark)
+    articles = reference_articles(kb, cfg.reference_articles_per_entity, ctx.seed)
+    reference = "".join(json.dumps({"text": a}, ensure_ascii=False) + "\n" for a in articles)
+    write_atomic(knowledge_dir / REFERENCE_FILE, reference)
     return stats, kb, labels, items
 
 

@@ -14,15 +14,21 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from components.world.pages import Page
 
-if TYPE_CHECKING:  # crawl.py imports this module; the config is only a type hint here
-    from components.world.crawl import CrawlConfig
+
+class WarcSettings(Protocol):
+    """What the WARC writer reads of the crawl's config (`components.world.crawl.CrawlConfig`, which
+    imports this module: a protocol here keeps the two from importing each other)."""
+
+    seed: int
+    request_record_fraction: float
+    metadata_record_fraction: float
 
 
 _HTTP_REASONS = {200: "OK", 301: "Moved Permanently", 404: "Not Found"}
@@ -55,7 +61,7 @@ def _warc_date(dt: datetime) -> str:
 
 
 def write_warc(
-    path: Path, pages: list[Page], cfg: CrawlConfig, clock: RecordClock, rng: random.Random
+    path: Path, pages: list[Page], cfg: WarcSettings, clock: RecordClock, rng: random.Random
 ) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -83,7 +89,7 @@ def write_warc(
 
 
 def _write_page(
-    writer: WARCWriter, page: Page, clock: RecordClock, rng: random.Random, cfg: CrawlConfig
+    writer: WARCWriter, page: Page, clock: RecordClock, rng: random.Random, cfg: WarcSettings
 ) -> None:
     when = clock.tick()
     date = _warc_date(when)

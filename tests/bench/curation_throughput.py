@@ -326,8 +326,9 @@ def our_run(warc: Path) -> dict:
     """One run of our stages' shard functions over the WARC, into a fresh store."""
     from components.core.artifacts import ArtifactStore
     from components.data import language, url_filter
-    from components.data.documents import _run_shard, list_shards
+    from components.data.documents import _run_shard
     from components.data.ingest import IngestConfig, ingest_file
+    from components.io.documents import list_shards
 
     stages = our_stages()  # configs and model path resolved before the clock, as a stage does in its driver
     # A worker process keeps the model and the parsed lists across shards; each run starts without

@@ -36,10 +36,10 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 import numpy as np
 import torch
 
+from components.io.token_shards import ShardWriter
+from components.io.token_stream import TokenStream
 from components.model.gpt import GPT
 from components.tokenizer.bpe import TokenizerConfig, encode_batch, eot_id, train_tokenizer
-from components.tokenizer.shards import ShardWriter
-from components.train.packing import TokenStream
 from components.train.pretrain import PretrainConfig, PretrainPlan, plan_pretraining, train_worker
 from components.train.trainer import (
     DTypeSetting,

@@ -18,7 +18,7 @@ from components.data.curation_report import (
     overall_truth,
     page_fates,
 )
-from components.data.documents import write_documents
+from components.io.documents import write_documents
 
 # page_id: (category, junk_class, language, duplicate_of, what happens to it)
 PAGES = {

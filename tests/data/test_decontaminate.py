@@ -26,7 +26,7 @@ from components.data.decontaminate import (
     read_eval_items,
     render_item,
 )
-from components.data.documents import write_documents
+from components.io.documents import write_documents
 from components.world.benchmark import benchmark_items
 from components.world.crawl import CrawlConfig, generate_crawl
 from components.world.knowledge import KnowledgeBase

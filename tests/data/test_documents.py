@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from components.data.documents import FilterStats, per_second, precision_recall, ratio
+from components.data.documents import FilterStats, precision_recall
+from components.io.documents import per_second, ratio
 
 
 def test_ratio_of_nothing_is_none():

@@ -13,7 +13,6 @@ import pytest
 
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.stage import RunEnv, run_stage
-from components.data.documents import iter_documents
 from components.data.extract import (
     ExtractConfig,
     Extractor,
@@ -25,6 +24,7 @@ from components.data.extract import (
     time_limit,
 )
 from components.data.ingest import IngestConfig, ingest_file
+from components.io.documents import iter_documents
 from components.world.crawl import CrawlConfig, KnowledgeConfig, generate_crawl
 from components.world.noise import break_markup
 from components.world.pages import Chrome, render_html

@@ -12,7 +12,6 @@ from components.core.artifacts import Artifact, ArtifactStore
 from components.core.assets import AssetError, asset_path
 from components.core.config import ConfigError
 from components.core.stage import RunEnv, run_stage
-from components.data.documents import iter_documents, read_documents, write_documents
 from components.data.extract import ExtractConfig
 from components.data.extract import make_blocks as extract_blocks
 from components.data.ingest import IngestConfig, ingest_file
@@ -25,6 +24,7 @@ from components.data.language import (
     make_blocks,
     top_k_needed,
 )
+from components.io.documents import iter_documents, read_documents, write_documents
 from components.world.crawl import CrawlConfig, KnowledgeConfig, generate_crawl
 
 

@@ -16,7 +16,6 @@ from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import ConfigError
 from components.core.config import validate as validate_config
 from components.core.stage import RunEnv, run_stage
-from components.data.documents import write_documents
 from components.data.model_quality import ModelQualityConfig, model_quality
 from components.data.quality_classifier import (
     LogitHistogram,
@@ -25,11 +24,11 @@ from components.data.quality_classifier import (
     load_classifier,
     logit,
     read_reference_file,
-    reference_from_knowledge,
+    reference_from_artifact,
     train_fasttext,
     training_lines,
 )
-from components.world.knowledge import KnowledgeConfig, build_knowledge
+from components.io.documents import write_documents
 
 CITIES = ["Velmora", "Tolsk", "Arin", "Dunmere", "Kasso", "Pell", "Orvik", "Sandal"]
 RIVERS = ["Ember", "Lune", "Sarra", "Vell", "Oska"]
@@ -310,18 +309,15 @@ def test_read_reference_file_formats(tmp_path):
         read_reference_file(str(tmp_path / "bad.jsonl"), "text")
 
 
-def test_reference_from_the_tiny_world_knowledge(tmp_path):
-    kb = build_knowledge(0, KnowledgeConfig(countries=2, cities_per_country=1, people=2, unknown_entities=1))
-    (tmp_path / "knowledge.json").write_text(kb.to_json())
+def test_reference_from_the_world_artifact(tmp_path):
+    rows = [{"text": "The city of Velmora lies on the Lune."}, {"text": "  "}, {"text": "Line\u2028one."}]
+    (tmp_path / "reference.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     store = ArtifactStore(tmp_path)
-    articles = reference_from_knowledge(store, str(tmp_path), per_entity=2, seed=0)
-    assert len(articles) == 2 * len(kb.entities()) == 12
-    assert articles == reference_from_knowledge(store, str(tmp_path), per_entity=2, seed=0)
-    for entity in kb.entities():
-        assert sum(entity.name in a for a in articles) >= 2
-    assert all(entity.name not in " ".join(articles) for entity in kb.unknown_entities())
-    with pytest.raises(ConfigError, match=r"no knowledge\.json"):
-        reference_from_knowledge(store, str(tmp_path / "elsewhere"), per_entity=1, seed=0)
+    expected = ["The city of Velmora lies on the Lune.", "Line\u2028one."]
+    assert reference_from_artifact(store, str(tmp_path)) == expected
+    assert reference_from_artifact(store, str(tmp_path / "reference.jsonl")) == expected
+    with pytest.raises(ConfigError, match=r"no reference\.jsonl"):
+        reference_from_artifact(store, str(tmp_path / "elsewhere"))
 
 
 def test_good_scores_reads_the_positive_label(trained):

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.stage import RunEnv, run_stage
-from components.data.documents import write_documents
 from components.data.pii import (
     DEFAULT_PHONE_REGIONS,
     DUMMIES,
@@ -32,6 +31,7 @@ from components.data.pii import (
     scrub,
     url_region,
 )
+from components.io.documents import write_documents
 from components.world.crawl import CrawlConfig, generate_crawl
 
 

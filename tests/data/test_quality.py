@@ -12,9 +12,9 @@ from mlflow import MlflowClient
 
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.stage import RunEnv, run_stage
-from components.data.documents import write_documents
 from components.data.junk_truth import junk_truth
 from components.data.quality import QualityConfig, make_blocks, quality
+from components.io.documents import write_documents
 from components.world.crawl import CrawlConfig, generate_crawl
 
 ARTICLE = """Velmora Harbour

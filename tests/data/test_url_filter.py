@@ -12,7 +12,6 @@ from mlflow import MlflowClient
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import ConfigError
 from components.core.stage import RunEnv, run_stage
-from components.data.documents import iter_documents
 from components.data.ingest import IngestConfig, ingest_file
 from components.data.url_filter import (
     LIST_KINDS,
@@ -26,6 +25,7 @@ from components.data.url_filter import (
     url_key,
     url_truth,
 )
+from components.io.documents import iter_documents
 from components.world.crawl import CrawlConfig, KnowledgeConfig, generate_crawl
 
 

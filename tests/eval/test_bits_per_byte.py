@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from components.eval.bits_per_byte import corpus_bits_per_byte
+from components.io.token_shards import ShardWriter, read_shard
 from components.tokenizer.bpe import TokenizerConfig, decode, encode_batch, eot_id, train_tokenizer
-from components.tokenizer.shards import ShardWriter, read_shard
 
 WORDS = ["the", "capital", "of", "ejon", "is", "thozusesh", "many", "visitors", "come", "in", "spring"]
 

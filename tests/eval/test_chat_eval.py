@@ -93,7 +93,7 @@ def records():
 
 
 def normalised(rs):
-    from components.train.datasets import prompt_record
+    from components.io.trl import prompt_record
 
     return [prompt_record(r) for r in rs]
 

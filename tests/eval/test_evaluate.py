@@ -20,6 +20,7 @@ from components.core.stage import RunEnv, run_stage, stage
 from components.eval.bits_per_byte import corpus_bits_per_byte
 from components.eval.evaluate import EvaluateConfig, evaluate, format_table, pick_samples, rm_auc
 from components.eval.multiple_choice import benchmark_items, score_items
+from components.io.token_shards import ShardWriter
 from components.model.checkpoint import load_model_dir, save_model_dir
 from components.model.gpt import GPT, GPTConfig
 from components.model.heads import ScalarHeadModel, save_scalar_model_dir
@@ -32,7 +33,6 @@ from components.tokenizer.bpe import (
     special_token_ids,
     train_tokenizer,
 )
-from components.tokenizer.shards import ShardWriter
 from pipelines.config import PipelineSettings, check_switches
 from pipelines.dag import Node, Pipeline
 

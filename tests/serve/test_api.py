@@ -231,7 +231,8 @@ def test_a_client_that_disconnects_frees_its_slot(client, service, monkeypatch):
     step = service.engine._decode_step
     monkeypatch.setattr(service.engine, "_decode_step", lambda: (time.sleep(0.02), step())[1])
     cancelled = service.engine.cancelled
-    stream = ask(client, "Hello", max_tokens=64, temperature=1.0, seed=1, stream=True)
+    # Seed 2 samples no stop token within 64 tokens (seed 1 stops after 50): only the cancel ends it early.
+    stream = ask(client, "Hello", max_tokens=64, temperature=1.0, seed=2, stream=True)
     next(iter(stream))  # the role chunk: the request is running
     stream.close()
     deadline = time.time() + 10

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
+from components.io.chat import ChatFormatError, validate_messages
 from components.tokenizer.bpe import (
     EOT,
     IM_END,
@@ -16,14 +17,7 @@ from components.tokenizer.bpe import (
     special_token_ids,
     train_tokenizer,
 )
-from components.tokenizer.chat import (
-    ChatFormatError,
-    ChatTooLong,
-    assistant_reply,
-    parse,
-    render,
-    validate_messages,
-)
+from components.tokenizer.chat import ChatTooLong, assistant_reply, parse, render
 
 _TEXT = """
 The capital of Ejon is Thozusesh. What is the capital of Ejon? Let's work it out: 23 + 48 = 23 + 40 + 8

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import ConfigError
 from components.core.stage import RunEnv, StageRecord, run_stage
+from components.io.token_shards import read_shard, shard_header
 from components.tokenizer.bpe import (
     BYTE_SYMBOLS,
     TokenizerConfig,
@@ -25,7 +26,6 @@ from components.tokenizer.bpe import (
     eot_id,
     load_tokenizer,
 )
-from components.tokenizer.shards import read_shard, shard_header
 from components.tokenizer.tokenize import (
     CorpusTooSmallError,
     TokenizeConfig,

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
+from components.io.token_stream import DataPosition
 from components.model.gpt import GPT, GPTConfig
 from components.tokenizer.bpe import (
     IM_END,
@@ -30,7 +31,6 @@ from components.train.chat_batches import (
     render_sft,
     shift_targets,
 )
-from components.train.packing import DataPosition
 
 _TEXT = """
 The capital of Ejon is Thozusesh. What is the capital of Ejon? Let's work it out: 23 + 48 = 23 + 40 + 8

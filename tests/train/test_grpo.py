@@ -35,9 +35,9 @@ def config(**overrides) -> GRPOConfig:
 
 
 def group_rollout(world, actor: PolicyActor, prompts: int = 2, group: int = 4) -> Rollout:
+    from components.io.trl import load_prompts
     from components.tokenizer.bpe import load_tokenizer
     from components.tokenizer.chat import render
-    from components.train.datasets import load_prompts
 
     tok = load_tokenizer(world["policy"] / "tokenizer.json")
     records = load_prompts(str(world["prompts"] / "train.jsonl"))[:prompts]

@@ -15,10 +15,10 @@ import pytest
 import torch
 from pydantic import Field
 
+from components.io.token_stream import DataPosition
 from components.model.gpt import GPT, GPTConfig
 from components.train import loop as loop_module
 from components.train.loop import Periodic, StepResult, TrainLoop, duration
-from components.train.packing import DataPosition
 from components.train.trainer import TrainingConfig, load_checkpoint_weights, optimizer_step
 
 SHAPE = GPTConfig(vocab_size=64, context_length=16, n_layer=1, n_head=2, n_embd=16, dropout=0.1)

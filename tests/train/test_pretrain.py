@@ -21,19 +21,13 @@ from safetensors.torch import load_file
 
 from components.core.config import ConfigError, StageConfig
 from components.core.stage import Stage, stage
+from components.eval.bits_per_byte import token_byte_lengths
+from components.io.token_shards import ShardWriter
+from components.io.token_stream import NotEnoughTokensError
 from components.model.checkpoint import CheckpointError, load_model_dir, save_model_dir
 from components.model.gpt import GPT, GPTConfig
 from components.tokenizer.bpe import TokenizerConfig, decode, encode_batch, eot_id, train_tokenizer
-from components.tokenizer.shards import ShardWriter
-from components.train.packing import NotEnoughTokensError
-from components.train.pretrain import (
-    PretrainConfig,
-    evaluate,
-    plan_pretraining,
-    pretrain,
-    token_byte_lengths,
-    unigram_entropy,
-)
+from components.train.pretrain import PretrainConfig, evaluate, plan_pretraining, pretrain, unigram_entropy
 from components.train.trainer import Runtime
 from pipelines.config import PipelineSettings
 from pipelines.dag import Node, Pipeline

@@ -17,12 +17,12 @@ from pydantic import ValidationError
 
 from components.core.artifacts import Artifact
 from components.core.stage import RunEnv, run_stage
+from components.io.trl import DatasetError, load_preferences
 from components.model.checkpoint import load_model_dir, save_model_dir
 from components.model.gpt import GPT, GPTConfig
 from components.model.heads import ScalarHeadModel, load_scalar_model_dir
 from components.tokenizer.bpe import TokenizerConfig, load_tokenizer, train_tokenizer
 from components.train.chat_batches import PairExample, collate_pairs, render_pairs
-from components.train.datasets import DatasetError, load_preferences
 from components.train.reward_model import (
     RewardModelConfig,
     grouped_accuracy,

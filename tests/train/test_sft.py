@@ -19,10 +19,10 @@ from safetensors.torch import load_file
 from components.core.artifacts import Artifact
 from components.core.config import ConfigError
 from components.core.stage import RunEnv, run_stage
+from components.io.trl import DatasetError
 from components.model.checkpoint import load_model_dir, save_model_dir
 from components.model.gpt import GPT, GPTConfig
 from components.tokenizer.bpe import TokenizerConfig, train_tokenizer
-from components.train.datasets import DatasetError
 from components.train.sft import SFTConfig, plan_sft, sft
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -15,7 +15,14 @@ import pytest
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import ConfigError
 from components.core.stage import RunEnv, StageContext
-from components.train.datasets import DatasetError, load_preferences, load_prompts, load_sft
+from components.eval.verifiers import (
+    final_number,
+    get_verifier,
+    register_verifier,
+    verifier_names,
+    verify,
+)
+from components.io.trl import DatasetError, load_preferences, load_prompts, load_sft
 from components.world.conversations import (
     FACT_ANSWERS,
     TIERS,
@@ -29,13 +36,6 @@ from components.world.conversations import (
     split_world,
 )
 from components.world.knowledge import KnowledgeBase, build_knowledge, entity_type
-from components.world.verifiers import (
-    final_number,
-    get_verifier,
-    register_verifier,
-    verifier_names,
-    verify,
-)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,13 @@ from mlflow.tracking import MlflowClient
 from components.core.stage import RunEnv, StageRecord, run_stage
 from components.world.benchmark import benchmark_items
 from components.world.crawl import (
+    REFERENCE_FILE,
     CrawlConfig,
     KnowledgeBase,
     KnowledgeConfig,
     WorldConfig,
     build_knowledge,
+    reference_articles,
     world,
 )
 
@@ -70,7 +72,11 @@ def test_outputs_hold_the_crawl_and_the_knowledge(ran: dict[str, Any]) -> None:
     assert len(read_jsonl(crawl_dir / "labels.jsonl")) == 400
 
     knowledge_dir = Path(knowledge.uri)
-    assert sorted(p.name for p in knowledge_dir.iterdir()) == ["benchmark.jsonl", "knowledge.json"]
+    assert sorted(p.name for p in knowledge_dir.iterdir()) == [
+        "benchmark.jsonl",
+        "knowledge.json",
+        "reference.jsonl",
+    ]
     assert knowledge.kind == "knowledge"
     assert crawl.digest.startswith("xxh128:") and knowledge.digest.startswith("xxh128:")
 
@@ -84,6 +90,26 @@ def test_knowledge_round_trips_and_matches_the_seed(ran: dict[str, Any]) -> None
     meta = ran["record"].outputs["knowledge"].meta
     assert meta["entities"] == len(kb.entities()) and meta["facts"] == len(kb.facts())
     assert meta["unknown_entities"] == len(kb.unknown_entities())
+
+
+def test_reference_articles_are_the_knowledge_as_encyclopedia_text(ran: dict[str, Any]) -> None:
+    cfg: CrawlConfig = ran["config"].crawl
+    knowledge_dir = Path(ran["record"].outputs["knowledge"].uri)
+    kb = KnowledgeBase.from_json((knowledge_dir / "knowledge.json").read_text(encoding="utf-8"))
+    rows = read_jsonl(knowledge_dir / REFERENCE_FILE)
+    expected = reference_articles(kb, cfg.reference_articles_per_entity, ran["env"].seed)
+    assert [row["text"] for row in rows] == expected
+    assert len(rows) == cfg.reference_articles_per_entity * len(kb.entities())
+
+
+def test_reference_articles_name_every_entity_and_no_unknown_one() -> None:
+    kb = build_knowledge(0, KnowledgeConfig(countries=2, cities_per_country=1, people=2, unknown_entities=1))
+    articles = reference_articles(kb, per_entity=2, seed=0)
+    assert len(articles) == 2 * len(kb.entities()) == 12
+    assert articles == reference_articles(kb, per_entity=2, seed=0)
+    for entity in kb.entities():
+        assert sum(entity.name in a for a in articles) >= 2
+    assert all(entity.name not in " ".join(articles) for entity in kb.unknown_entities())
 
 
 def test_benchmark_is_the_seeded_items(ran: dict[str, Any]) -> None:

@@ -36,8 +36,8 @@ from components.core.artifacts import Artifact
 from components.core.config import ConfigError
 from components.core.stage import StageContext
 from components.eval.chat_eval import ChatEval, format_samples, is_verifiable
+from components.io.trl import load_prompts
 from components.tokenizer.bpe import load_tokenizer
-from components.train.datasets import load_prompts
 from components.train.rl.algorithm import RLAlgorithm, RLPaths, phase_timer
 from components.train.rl.checkpoints import RLCheckpoints, RunState
 from components.train.rl.config import RLConfig

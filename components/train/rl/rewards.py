@@ -20,13 +20,13 @@ import torch
 from torch import Tensor
 
 from components.eval.chat_eval import is_verifiable, verifier_info
+from components.eval.verifiers import verify
 from components.model.heads import ScalarHeadModel, load_scalar_model_dir
 from components.tokenizer.bpe import load_tokenizer
 from components.tokenizer.chat import AssistantReply, assistant_reply
 from components.train.rl.batch import Rollout, Scores
 from components.train.rl.config import RLConfig
 from components.train.rl.roles import Role, micro_batches
-from components.world.verifiers import verify
 
 RewardFunction = Callable[[Mapping[str, Any], AssistantReply], float]
 """reward(prompt record, reply) -> float. The record is the RL prompt record (`prompt`, `answer`, `task`

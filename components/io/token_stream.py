@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from components.tokenizer.shards import read_shard, shard_header
+from components.io.token_shards import read_shard, shard_header
 
 
 class NotEnoughTokensError(ValueError):

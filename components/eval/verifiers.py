@@ -1,4 +1,4 @@
-"""Exact verifiers for the tiny world's tasks: the gold signal beside the reward model.
+"""Exact verifiers for verifiable tasks (the tiny world's among them): the gold signal beside the RM.
 
 A verifier scores one reply against the gold answer of a prompt with 1.0 or 0.0, no partial credit, so
 evaluation and RL (GRPO with verifiable rewards, or a gold score tracked next to the RM score in PPO)

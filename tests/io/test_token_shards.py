@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from components.tokenizer.shards import (
+from components.io.token_shards import (
     HEADER_SIZE,
     MAGIC,
     ShardFormatError,

@@ -27,7 +27,7 @@ from typing import Any
 
 import fsspec
 
-from components.tokenizer.chat import ChatFormatError, validate_messages
+from components.io.chat import ChatFormatError, validate_messages
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from components.tokenizer.shards import ShardWriter
-from components.train.packing import (
+from components.io.token_shards import ShardWriter
+from components.io.token_stream import (
     DataPosition,
     NotEnoughTokensError,
     PackedBatches,

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components.train.datasets import DatasetError, load_preferences, load_prompts, load_sft
+from components.io.trl import DatasetError, load_preferences, load_prompts, load_sft
 
 
 def user(text: str) -> dict:
