@@ -85,7 +85,7 @@ from components.core.artifacts import Artifact
 from components.core.config import StageConfig
 from components.core.stage import StageContext, stage
 from components.data.documents import Block, documents_artifacts, filter_documents, load_labels
-from components.io.documents import Document, iter_documents, list_shards, read_documents
+from components.io.documents import Document, iter_documents, list_shards, ratio, read_documents
 
 PIIType = Literal["email", "phone", "ipv4", "ipv6"]
 PII_TYPES: tuple[str, ...] = ("email", "phone", "ipv4", "ipv6")  # also the order drop reasons are picked in
@@ -884,10 +884,7 @@ def pii_truth(
         docs_flagged += bool(spans)
         docs_flagged_pii += bool(spans) and bool(truth)
 
-    def ratio(a: int, b: int) -> float:
-        return a / b if b else 1.0
-
-    metrics: dict[str, float] = {
+    metrics: dict[str, float | None] = {
         "recall": ratio(sum(removed.values()), sum(values.values())),
         "precision": ratio(sum(spans_true.values()), sum(spans_found.values())),
         "decoys_replaced": sum(decoys_replaced.values()),
