@@ -148,22 +148,9 @@ def stage_spec(
     )
 
 
-def stage(
-    name: str | Stage,
-    *,
-    config: type[StageConfig] | None = None,
-    outputs: Iterable[str] = (),
-    inputs: Iterable[str] = (),
-    optional_inputs: Iterable[str] = (),
-    cpus: float = 1,
-    gpus: float = 0,
-    memory_gb: float | None = None,
-    passthrough: dict[str, str] | None = None,
-    data_files: Iterable[str] = (),
-    preflight: Callable[[StageConfig, Collection[str]], None] | None = None,
-) -> Callable[[Callable[..., dict[str, Artifact]]], Stage]:
+def stage(name: str | Stage, **declaration: Any) -> Callable[[Callable[..., dict[str, Artifact]]], Stage]:
     """Bind a stage function to its declaration (`@stage(SPEC)`, see `stage_spec`), or declare a stage
-    in place (`@stage("name", config=..., outputs=...)`, same arguments as `stage_spec` but `impl`)."""
+    in place (`@stage("name", config=..., outputs=...)`, `stage_spec`'s arguments but `impl`)."""
 
     def wrap(fn: Callable[..., dict[str, Artifact]]) -> Stage:
         if isinstance(name, Stage):
@@ -171,23 +158,9 @@ def stage(
             if name.impl and name.impl != here:
                 raise ValueError(f"stage {name.name} is declared at {name.impl}, but bound at {here}")
             return dataclasses.replace(name, fn=fn, impl=name.impl or here)
-        if config is None:
+        if declaration.get("config") is None:
             raise TypeError(f"stage {name!r}: config= is required")
-        spec = stage_spec(
-            name,
-            impl="",
-            config=config,
-            outputs=outputs,
-            inputs=inputs,
-            optional_inputs=optional_inputs,
-            cpus=cpus,
-            gpus=gpus,
-            memory_gb=memory_gb,
-            passthrough=passthrough,
-            data_files=data_files,
-            preflight=preflight,
-        )
-        return dataclasses.replace(spec, fn=fn, impl=None)
+        return dataclasses.replace(stage_spec(name, impl="", **declaration), fn=fn, impl=None)
 
     return wrap
 
