@@ -189,16 +189,19 @@ def test_a_worker_node_dies_during_pretraining_and_another_resumes_from_s3(first
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     job_id = submitted.stdout.strip().splitlines()[-1]
 
-    # Wait for the first checkpoint of this pretraining in the store, then kill the node its training
-    # worker runs on -- while it still has steps to go.
+    # Wait until Ray Train has registered this pretraining's first checkpoint -- its checkpoint manager
+    # writes checkpoint_manager_snapshot.json after a reported checkpoint is fully uploaded (a
+    # checkpoint_0000000N directory can be seen while its upload is still under way) -- then kill the
+    # node its training worker runs on, while it still has steps to go.
     fs = s3(local_cluster)
     old_key = first_run["summary"]["stages"]["pretrain"]["cache_key"]
-    # checkpoint_00000005, ...: not Ray Train's checkpoint_manager_snapshot.json beside them.
-    pattern = f"{local_cluster.store_url}/stages/pretrain/*/_work/ray_train/pretrain/checkpoint_0*"
+    train_dir = f"{local_cluster.store_url}/stages/pretrain/*/_work/ray_train/pretrain"
     deadline = time.monotonic() + 400
-    while not (steps := [int(p[-8:]) for p in fs.glob(pattern) if f"/pretrain/{old_key}/" not in p]):
-        assert time.monotonic() < deadline, "no pretraining checkpoint appeared in the store"
+    snapshot = f"{train_dir}/checkpoint_manager_snapshot.json"
+    while not [p for p in fs.glob(snapshot) if f"/{old_key}/" not in p]:
+        assert time.monotonic() < deadline, "no pretraining checkpoint was registered in the store"
         time.sleep(0.2)
+    steps = [int(p[-8:]) for p in fs.glob(f"{train_dir}/checkpoint_0*") if f"/{old_key}/" not in p]
     workers = [
         a
         for a in local_cluster.ray.api("/api/v0/actors?limit=1000&detail=true")["data"]["result"]["result"]
