@@ -34,7 +34,7 @@ lint: install
 # dependencies (xxhash<4, fasttext-numpy2-wheel) conflict with ours.
 DT_VENV := .venv-datatrove
 DT_PACKAGES := datatrove spacy regex tokenizers xxhash trafilatura lxml_html_clean fasttext-numpy2-wheel \
-	warcio faust-cchardet python-magic tldextract fasteners pyahocorasick
+	warcio faust-cchardet python-magic tldextract fasteners pyahocorasick pyarrow resiliparse
 
 $(DT_VENV)/.installed: infra/datatrove-constraints.txt
 	test -d $(DT_VENV) || $(PYTHON) -m venv $(DT_VENV)
@@ -43,9 +43,14 @@ $(DT_VENV)/.installed: infra/datatrove-constraints.txt
 
 bench: install $(DT_VENV)/.installed
 	$(BIN)/python tests/bench/curation_throughput.py --datatrove-python $(DT_VENV)/bin/python
+	$(BIN)/python tests/bench/curation_throughput.py --datatrove-python $(DT_VENV)/bin/python \
+		--warc tests/realpages/debian-docs.warc.gz
+	$(BIN)/python tests/bench/curation_agreement.py --datatrove-python $(DT_VENV)/bin/python
+	$(BIN)/python tests/bench/extractor_quality.py
 	$(BIN)/python tests/bench/minhash_throughput.py --datatrove-python $(DT_VENV)/bin/python
 	$(BIN)/python tests/bench/tokenize_throughput.py
 	$(BIN)/python tests/bench/pretrain_throughput.py
 	$(BIN)/python tests/bench/serve_load.py
 	$(BIN)/python tests/bench/pii_recall.py
 	$(BIN)/python tests/bench/store_traffic.py
+	$(BIN)/python tests/bench/warc_scale.py --chain-mb 10,30

@@ -74,7 +74,8 @@ def cmd_stages(args: argparse.Namespace) -> int:
         res = getattr(config, row["stage"]).resources or stage.resources
         shown = f"cpu={res.cpus:g}" + (f" gpu={res.gpus:g}" if res.gpus else "")
         after = ", ".join(row["after"]) or "-"
-        print(f"{row['stage']:<18} {row['status']:<26} {after:<28} {shown:<14} {stage.description}")
+        about = f"skipped: {row['reason']}" if row.get("reason") else stage.description
+        print(f"{row['stage']:<18} {row['status']:<26} {after:<28} {shown:<14} {about}")
     return 0
 
 

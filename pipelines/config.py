@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,26 +112,86 @@ def load_config(
     stages = pipeline.select(until)
     model = pipeline.config_model(PipelineSettings, stages)
     config = validate(model, data, source)
-    check_switches(config, pipeline, stages)
+    check_switches(config, pipeline, stages, target=until)
     return config, source
 
 
-def check_switches(config: BaseModel, pipeline: Pipeline, stages: list[str] | None = None) -> None:
-    """Before any work: a stage switched off must be able to pass its input through, or nothing may need
-    its output; and every stage's own preflight check passes with the inputs it will actually get.
-    Only `stages` (default: all) are checked; they must include what they depend on."""
+@dataclass(frozen=True)
+class Skip:
+    """Why the pipeline skips a stage that is switched on: an input it needs comes from nothing. `root`
+    is the stage where that started (itself, or the skipped stage it waits on)."""
+
+    reason: str
+    root: str
+
+
+@dataclass
+class Plan:
+    """What each stage of a config gets: the inputs that will be there, and the stages to skip."""
+
+    available: dict[str, set[str]] = field(default_factory=dict)  # stage -> input names that will exist
+    skipped: dict[str, Skip] = field(default_factory=dict)
+
+    def skip_lines(self) -> list[str]:
+        """One line per root cause, naming every stage skipped because of it."""
+        lines = []
+        for root, skip in self.skipped.items():
+            if skip.root != root:
+                continue
+            followers = [n for n, s in self.skipped.items() if s.root == root and n != root]
+            also = f" and what needs it ({', '.join(followers)})" if followers else ""
+            lines.append(f"skipping {root}{also}: {skip.reason}")
+        return lines
+
+
+def plan_inputs(config: BaseModel, pipeline: Pipeline, stages: list[str] | None = None) -> Plan:
+    """Walk the stages in order: a stage switched on whose needed input comes from nothing (a stage that
+    is off or skipped, and hands nothing on; or no wiring at all) is skipped, with the reason. A stage
+    off or skipped still hands on its `passthrough` outputs (a filter that keeps everything)."""
+    plan = Plan()
+    provided: dict[str, set[str]] = {}  # stage -> outputs that will exist
     for name in pipeline.names if stages is None else stages:
-        node = pipeline.nodes[name]
-        if not getattr(config, name).enabled:
-            continue
-        available = set()
-        for inp, (src, out) in node.sources().items():
-            if getattr(config, src).enabled or out in pipeline.nodes[src].stage.passthrough:
-                available.add(inp)
-            elif inp not in node.stage.optional_inputs:
-                raise ConfigError(
-                    f"{src}.enabled is false, but {name} needs its output {out!r} (input {inp!r}); "
-                    f"switch {name} off too or give it another source"
+        node, section = pipeline.nodes[name], getattr(config, name)
+        sources = node.sources()
+        available = {inp for inp, (src, out) in sources.items() if out in provided.get(src, set())}
+        plan.available[name] = available
+        if section.enabled:
+            for inp in node.stage.needed_inputs(section):
+                if inp in available:
+                    continue
+                fields = node.stage.replaced_by.get(inp, ())
+                instead = (
+                    f"; it runs with {', '.join(f'{name}.{f}' for f in fields)} instead" if fields else ""
                 )
-        if node.stage.preflight:
-            node.stage.preflight(getattr(config, name), available)
+                if inp not in sources:
+                    plan.skipped[name] = Skip(f"nothing provides its input {inp!r}{instead}", name)
+                else:
+                    src, out = sources[inp]
+                    upstream = plan.skipped.get(src)
+                    state = "skipped" if upstream else "off"
+                    reason = f"its input {inp!r} comes from {src}.{out}, and {src} is {state}{instead}"
+                    plan.skipped[name] = Skip(reason, upstream.root if upstream else name)
+                break
+        if section.enabled and name not in plan.skipped:
+            provided[name] = set(node.stage.outputs)
+        else:
+            passed = node.stage.passthrough.items()
+            provided[name] = {out for out, inp in passed if inp in available}
+    return plan
+
+
+def check_switches(
+    config: BaseModel, pipeline: Pipeline, stages: list[str] | None = None, target: str | None = None
+) -> Plan:
+    """Before any work: which stages are skipped (`plan_inputs`), and every other stage's own preflight
+    check passes with the inputs it will actually get. Only `stages` (default: all) are checked; they
+    must include what they depend on. `target`, the stage a run was asked for (`--until`), must not be
+    one the pipeline skips."""
+    plan = plan_inputs(config, pipeline, stages)
+    if target in plan.skipped:
+        raise ConfigError(f"{target} would be skipped: {plan.skipped[target].reason}")
+    for name in pipeline.names if stages is None else stages:
+        node, section = pipeline.nodes[name], getattr(config, name)
+        if section.enabled and name not in plan.skipped and node.stage.preflight:
+            node.stage.preflight(section, plan.available[name])
+    return plan

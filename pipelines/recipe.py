@@ -11,28 +11,29 @@ WARC files via `ingest.paths`) they are absent and the stages skip their precisi
 
 from __future__ import annotations
 
-from components.data.curation_report import curation_report
-from components.data.decontaminate import decontaminate
+from components.data.curation_report_config import SPEC as curation_report
+from components.data.decontaminate_config import SPEC as decontaminate
 from components.data.dedup_config import SPEC as dedup
-from components.data.extract import extract
-from components.data.ingest import ingest
-from components.data.language import language
-from components.data.model_quality import model_quality
-from components.data.pii import pii
-from components.data.quality import quality
-from components.data.url_filter import url_filter
+from components.data.extract_config import SPEC as extract
+from components.data.ingest_config import SPEC as ingest
+from components.data.language_config import SPEC as language
+from components.data.model_quality_config import SPEC as model_quality
+from components.data.pii_config import SPEC as pii
+from components.data.quality_config import SPEC as quality
+from components.data.url_filter_config import SPEC as url_filter
 from components.eval.evaluate_config import SPEC as evaluate
 from components.eval.register_model_config import SPEC as register_model
 from components.model.hf_export_config import SPEC as export
-from components.tokenizer.tokenize import tokenize
-from components.tokenizer.train import train_tokenizer
+from components.tokenizer.tokenize_config import SPEC as tokenize
+from components.tokenizer.train_config import SPEC as train_tokenizer
+from components.train.dpo_config import SPEC as dpo
 from components.train.grpo_config import SPEC as grpo
 from components.train.ppo_config import SPEC as ppo
 from components.train.pretrain_config import SPEC as pretrain
 from components.train.reward_model_config import SPEC as reward_model
 from components.train.sft_config import SPEC as sft
-from components.world.conversations import conversations
-from components.world.crawl import world
+from components.world.conversations_config import SPEC as conversations
+from components.world.crawl_config import SPEC as world
 from pipelines.dag import Node, Pipeline
 
 LABELS = {"labels": "world.crawl"}
@@ -88,6 +89,7 @@ RECIPE = Pipeline(
             },
         ),
         Node(grpo, {"policy": "sft.model", "prompts": "conversations.prompts"}),
+        Node(dpo, {"model": "sft.model", "preferences": "conversations.preferences"}),
         # -- every model of the run side by side ---------------------------------------------------------
         Node(
             evaluate,
@@ -96,6 +98,7 @@ RECIPE = Pipeline(
                 "sft": "sft.model",
                 "ppo": "ppo.policy",
                 "grpo": "grpo.policy",
+                "dpo": "dpo.policy",
                 "reward_model": "reward_model.reward_model",
                 "prompts": "conversations.prompts",
                 "benchmark": "world.knowledge",

@@ -25,9 +25,17 @@ from pydantic import BaseModel
 
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import flatten
-from components.core.stage import RunEnv, StageRecord, code_version, find_cached, lookup_cached, run_stage
+from components.core.stage import (
+    RunEnv,
+    StageRecord,
+    code_version,
+    find_cached,
+    lookup_cached,
+    passthrough_record,
+    run_stage,
+)
 from components.core.tracking import Tracker
-from pipelines.config import PipelineSettings, RaySettings
+from pipelines.config import PipelineSettings, RaySettings, plan_inputs
 from pipelines.dag import Node, Pipeline
 
 log = logging.getLogger("gptrecipe")
@@ -65,7 +73,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 def gather_inputs(node: Node, records: dict[str, StageRecord]) -> dict[str, Artifact]:
     inputs = {}
     for inp, (src, out) in node.sources().items():
-        if out in records[src].outputs:
+        if src in records and out in records[src].outputs:
             inputs[inp] = records[src].outputs[out]
     return inputs
 
@@ -76,9 +84,18 @@ def _execute(payload: dict[str, Any], *upstream: StageRecord) -> StageRecord:
     node: Node = payload["node"]
     records = dict(payload["records"])
     records.update({rec.stage: rec for rec in upstream})
+    if payload.get("skip"):
+        return skipped_record(node, records, payload["skip"])
     config = node.stage.config.model_validate(payload["config"])
     env = RunEnv.model_validate(payload["env"])
     return run_stage(node.stage, config, gather_inputs(node, records), env, force=payload["force"])
+
+
+def skipped_record(node: Node, records: dict[str, StageRecord], reason: str) -> StageRecord:
+    """A stage the pipeline skips (an input it needs comes from nothing): it hands on what it passes
+    through, like a stage switched off, and keeps the reason."""
+    record = passthrough_record(node.stage, gather_inputs(node, records))
+    return record.model_copy(update={"reason": reason})
 
 
 @contextlib.contextmanager
@@ -129,6 +146,8 @@ class PipelineRun:
         self.cwd = cwd or Path.cwd()
         self.settings: PipelineSettings = config.pipeline.resolved(self.cwd)
         self.selected = pipeline.select(until)
+        self.inputs_plan = plan_inputs(config, pipeline, self.selected)
+        self.skipped = {name: skip.reason for name, skip in self.inputs_plan.skipped.items()}
         forced = {pipeline.require(name) for name in force}
         if from_stage:
             forced |= {pipeline.require(from_stage)} | pipeline.descendants(from_stage)
@@ -158,12 +177,15 @@ class PipelineRun:
         for name in self.selected:
             node = self.pipeline.nodes[name]
             row = {"stage": name, "after": self.pipeline.upstream(name), "key": None}
-            if not self.section(name).enabled:
-                row["status"] = "off"
-                records[name] = StageRecord(stage=name, status="skipped")
+            ups_known = all(up in records for up in self.pipeline.upstream(name))
+            if not self.section(name).enabled or name in self.skipped:
+                row["status"] = "skipped" if name in self.skipped else "off"
+                row["reason"] = self.skipped.get(name)
+                if ups_known or not node.stage.passthrough:  # what it hands on is known
+                    records[name] = skipped_record(node, records, row["reason"] or "")
             elif name in self.forced:
                 row["status"] = "forced"
-            elif all(up in records for up in self.pipeline.upstream(name)):
+            elif ups_known:
                 inputs = gather_inputs(node, records)
                 row["key"] = self.env.key(node.stage, self.section(name), inputs)
                 record = find_cached(node.stage, self.section(name), inputs, self.env)
@@ -201,10 +223,13 @@ class PipelineRun:
             artifact_location=self.settings.artifact_location,
         )
         parent.log_params(flatten(self.config.model_dump(mode="json")))
+        parent.set_tags({f"gptrecipe.skipped.{name}": reason for name, reason in self.skipped.items()})
         parent.log_dict(self.config.model_dump(mode="json"), "config.json")
         parent.flush()
         self.env = self.env.model_copy(update={"parent_run_id": parent.run_id})
         log.info("run %s of %s (%s)", self.run_id, self.settings.name, self.source)
+        for line in self.inputs_plan.skip_lines():  # once per cause, not once per stage
+            log.info("%s", line)
 
         records: dict[str, StageRecord] = {}
         try:
@@ -235,7 +260,11 @@ class PipelineRun:
     def _resolve_cached(self, records: dict[str, StageRecord]) -> None:
         for name in self.selected:
             node = self.pipeline.nodes[name]
-            if name in self.forced or not all(up in records for up in self.pipeline.upstream(name)):
+            ups_known = all(up in records for up in self.pipeline.upstream(name))
+            if name in self.skipped and (ups_known or not node.stage.passthrough):
+                records[name] = skipped_record(node, records, self.skipped[name])
+                continue
+            if name in self.forced or not ups_known:
                 continue
             inputs = gather_inputs(node, records)
             record = lookup_cached(node.stage, self.section(name), inputs, self.env)
@@ -257,6 +286,7 @@ class PipelineRun:
                 "config": self.section(name).model_dump(mode="json"),
                 "env": self.env.model_dump(mode="json"),
                 "force": name in self.forced,
+                "skip": self.skipped.get(name),
                 "records": {up: records[up] for up in self.pipeline.upstream(name) if up in records},
             }
             options: dict[str, Any] = {"num_cpus": res.cpus, "num_gpus": res.gpus, "name": f"stage:{name}"}
@@ -273,7 +303,8 @@ class PipelineRun:
             name = waiting.pop(done[0])
             try:
                 records[name] = ray.get(done[0])
-                _print_progress(records[name])
+                if name not in self.skipped:  # said once, before the run
+                    _print_progress(records[name])
             except Exception as e:
                 errors[name] = getattr(e, "cause", None) or e
         # A task whose upstream failed raises the upstream's error, possibly before the upstream is
@@ -311,6 +342,7 @@ class PipelineRun:
                 "mlflow_run_id": record.mlflow_run_id,
                 "node_id": record.node_id,
                 **({"error": record.error} if record.error else {}),
+                **({"reason": record.reason} if record.reason else {}),
             }
         ok = all(s["status"] in {"done", "cached", "skipped"} for s in stages.values())
         return {
@@ -341,7 +373,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name, s in summary["stages"].items():
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in list(s["metrics"].items())[:6])
         took = f"{s['duration_s']:.1f}s" if s["status"] == "done" else "-"
-        lines.append(f"{name:<18} {s['status']:<8} {took:>8}  {shown or s.get('error', '')[:80]}")
+        note = s.get("error") or s.get("reason") or ""
+        lines.append(f"{name:<18} {s['status']:<8} {took:>8}  {shown or note[:100]}")
     lines.append(f"run {summary['run_id']} {summary['status']} in {summary['duration_s']:.1f}s")
     return "\n".join(lines)
 

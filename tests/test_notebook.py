@@ -3,6 +3,7 @@ the smoke config, and against a run in which most stages are absent."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -32,11 +33,15 @@ def code_cells() -> list[str]:
     return ["".join(c["source"]) for c in cells]
 
 
-def run_notebook(run_dir: Path) -> dict:
-    """Every code cell in order in one namespace, with RUN_DIR set the way a user sets it."""
+def run_notebook(run_dir: Path, scaling_dir: Path | None = None) -> dict:
+    """Every code cell in order in one namespace, with RUN_DIR and RM_SCALING_DIR set the way a user sets
+    them (the scaling results: an empty folder unless given, never the repository's runs/)."""
     cells = code_cells()
     assert "RUN_DIR = None\n" in cells[0]
     cells[0] = cells[0].replace("RUN_DIR = None\n", f"RUN_DIR = {str(run_dir)!r}\n", 1)
+    scaling_dir = scaling_dir or run_dir / "no-rm-scaling"
+    [at] = [i for i, c in enumerate(cells) if "RM_SCALING_DIR = None\n" in c]
+    cells[at] = cells[at].replace("RM_SCALING_DIR = None\n", f"RM_SCALING_DIR = {str(scaling_dir)!r}\n", 1)
     namespace: dict = {"__name__": "__main__"}
     try:
         for i, source in enumerate(cells):
@@ -71,9 +76,10 @@ def test_notebook_degrades_gracefully_when_stages_are_absent(tmp_path, tracking_
     assert ns["stages"].loc[RECIPE.names[1], "error"] == "boom"
     for name in ("funnel_image", "truth", "pretrain_history", "evaluation", "samples"):
         assert ns[name] is None
-    assert ns["rl_history"] == {}
+    assert ns["rl_history"] == {} and ns["rm_scaling"] is None
     out = capsys.readouterr().out
     assert "no curation_report output in this run" in out and "no evaluate output in this run" in out
+    assert "no reward-model scaling results" in out
 
 
 def test_notebook_reads_every_section_of_a_finished_run(tmp_path, tracking_uri):
@@ -173,3 +179,57 @@ def test_notebook_over_a_smoke_run(tmp_path):
     assert set(ns["samples"]["model"]) == set(MODELS)
     assert "rollout/rm_score" in ns["rl_history"]["ppo"]
     assert "rollout/gold_score" in ns["rl_history"]["grpo"]
+
+
+def test_notebook_shows_the_reward_model_scaling_results(tmp_path):
+    """The scaling section reads what tests/bench/rm_scaling.py writes: its table, one row per point with the
+    base model's knowledge beside the RM's accuracy overall and per tier, and its figure."""
+    spec = importlib.util.spec_from_file_location("rm_scaling", REPO / "tests" / "bench" / "rm_scaling.py")
+    rm_scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rm_scaling)
+
+    def point(steps: int, mc: float, rm: float, wrong: float) -> dict:
+        tiers = {"accuracy_tier.helpful_vs_wrong": wrong, "accuracy_tier.helpful_vs_rude": 1.0}
+        return {
+            "value": steps,
+            "params": 3990784,
+            "base_benchmark_acc": mc,
+            "base_val_bpb": 0.2,
+            "rm": {
+                "accuracy": rm,
+                **tiers,
+                "accuracy_kind.fact": wrong + 0.2,
+                "length_baseline_accuracy": 0.45,
+            },
+            "loglik_baseline": {
+                "loglik_baseline_accuracy": 0.7,
+                "loglik_baseline_tier.helpful_vs_wrong": 0.9,
+            },
+            "stage_s": {"pretrain": 60.0, "sft": 20.0, "reward_model": 30.0},
+            "stage_status": {"pretrain": "done", "sft": "done", "reward_model": "cached"},
+        }
+
+    points = [point(250, 0.3, 0.7, 0.5), point(500, 0.5, 0.75, 0.55), point(1000, 0.79, 0.8, 0.6)]
+    out = tmp_path / "rm_scaling"
+    text, _ = rm_scaling.write_outputs(points, "pretrain.max_steps", out)
+    plt.close("all")
+    assert plt.imread(out / "rm_scaling.png").ndim == 3
+    # the knowledge tiers first, then the others, then the kinds
+    assert (
+        "| 1000 | 3990784 | 0.790 | 0.200 | 0.700 | 0.900 | 0.800 | 0.600 | 1.000 | 0.800 | 60/20/cached |"
+        in text
+    )
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    summary = {"run_id": "r", "pipeline": "test", "config": "c", "status": "succeeded", "duration_s": 1.0}
+    world = {"status": "done", "duration_s": 1.0, "outputs": {}, "metrics": {}, "mlflow_run_id": None}
+    summary |= {"mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, "stages": {"world": world}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    ns = run_notebook(run_dir, scaling_dir=out)
+    table = ns["rm_scaling"]
+    assert list(table.index) == [250, 500, 1000] and table.index.name == "pretrain.max_steps"
+    assert list(table["base MC acc"]) == [0.3, 0.5, 0.79] and list(table["RM acc"]) == [0.7, 0.75, 0.8]
+    assert list(table["helpful_vs_wrong"]) == [0.5, 0.55, 0.6]
+    assert list(table["SFT loglik helpful>wrong"]) == [0.9, 0.9, 0.9]
+    assert list(table["kind fact"]) == pytest.approx([0.7, 0.75, 0.8])

@@ -70,8 +70,19 @@ class Stage:
     # Checks a config against the inputs the DAG will provide, when the config is loaded (before any stage
     # runs), so a stage deep in the pipeline cannot fail late on something knowable up front.
     preflight: Callable[[StageConfig, Collection[str]], None] | None = None
+    # Optional inputs the stage needs unless one of these config fields is set (model_quality's
+    # `reference` unless `reference_path` or `model_path`): the pipeline skips a stage whose needed input
+    # comes from nothing (`pipelines.config.plan_inputs`).
+    replaced_by: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # "module:function" of the stage's code, imported only when needed (None: `fn` is the code).
     impl: str | None = None
+
+    def needed_inputs(self, config: StageConfig) -> list[str]:
+        """The inputs this config cannot run without: the declared ones, and each `replaced_by` input
+        whose replacing config fields are all unset."""
+        replaced = {i for i, fields in self.replaced_by.items() if any(getattr(config, f) for f in fields)}
+        optional = set(self.optional_inputs) - set(self.replaced_by)
+        return [i for i in self.inputs if i not in optional and i not in replaced]
 
     @property
     def module(self) -> str:
@@ -129,10 +140,18 @@ def stage_spec(
     passthrough: dict[str, str] | None = None,
     data_files: Iterable[str] = (),
     preflight: Callable[[StageConfig, Collection[str]], None] | None = None,
+    replaced_by: dict[str, Iterable[str]] | None = None,
 ) -> Stage:
     """Declare a stage without its code: `impl` ("module:function") names the function, which binds
     itself with `@stage(SPEC)`. `cpus`/`gpus`/`memory_gb` are what its Ray task reserves; a stage that
-    only coordinates other Ray work (Ray Train, fan-out over shards) should reserve `cpus=0`."""
+    only coordinates other Ray work (Ray Train, fan-out over shards) should reserve `cpus=0`.
+    `replaced_by={"input": ("field", ...)}`: an optional input the stage needs unless one of those config
+    fields is set; without either, the pipeline skips the stage (and says why) instead of running it."""
+    optional_inputs = tuple(optional_inputs)
+    replaced = {inp: tuple(fields) for inp, fields in (replaced_by or {}).items()}
+    unknown = [inp for inp in replaced if inp not in optional_inputs]
+    if unknown:
+        raise ValueError(f"stage {name}: replaced_by names {unknown}, which are not optional inputs")
     return Stage(
         name=name,
         fn=None,
@@ -145,6 +164,7 @@ def stage_spec(
         data_files=tuple(data_files),
         preflight=preflight,
         impl=impl,
+        replaced_by=replaced,
     )
 
 
@@ -223,6 +243,7 @@ class StageRecord(StrictModel):
     finished_at: float | None = None
     node_id: str | None = Field(None, description="The Ray node that computed the outputs.")
     error: str | None = None
+    reason: str | None = Field(None, description="Why the pipeline skipped the stage (None: switched off).")
 
 
 def stage_dir(store: ArtifactStore, stage_name: str, key: str) -> str:

@@ -30,6 +30,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 # MLflow's own per-request limits for log_batch.
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS, _MAX_PARAM_CHARS = 1000, 100, 100, 6000
 PARENT_TAG = "mlflow.parentRunId"
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # what `mlflow.log_table` sets: the UI shows these as tables
 # MLflow 3's UI opens an experiment in the view this tag names; without it, it guesses from the runs'
 # contents and may open the GenAI traces view. Ours are model-training experiments.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -104,6 +105,7 @@ class Tracker:
         self._last_flush = 0.0
         self._down_since: float | None = None
         self._finished = False
+        self._tables: list[dict[str, str]] = []
 
     @classmethod
     def from_handle(cls, handle: TrackerHandle, **kwargs: Any) -> Tracker:
@@ -160,6 +162,16 @@ class Tracker:
 
     def log_dict(self, data: Any, name: str) -> Path:
         return self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", name)
+
+    def log_table(self, rows: list[dict[str, Any]], name: str) -> Path:
+        """Rows as an MLflow table: the JSON `mlflow.log_table` writes (columns + data) and the tag that
+        makes the UI show it as a table. `name` ends in .json."""
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        table = {"columns": columns, "data": [[row.get(c) for c in columns] for row in rows]}
+        path = self.log_text(json.dumps(table, default=str) + "\n", name)
+        self._tables.append({"path": name, "type": "table"})
+        self.set_tags({LOGGED_ARTIFACTS_TAG: json.dumps(self._tables)})
+        return path
 
     def log_figure(self, figure: Any, name: str) -> Path:
         path = self._spool(name)

@@ -30,50 +30,17 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-import pyarrow.parquet as pq
-from pydantic import Field
-
 from components.core.artifacts import Artifact, ArtifactStore
-from components.core.config import StageConfig
 from components.core.stage import StageContext, stage
+from components.data.curation_report_config import CURATION_STAGES, SPEC, CurationReportConfig
 from components.data.documents import dropped_urls, load_labels
-from components.io.documents import iter_documents, list_shards, ratio
+from components.data.pii import log_dropped_samples
+from components.io.documents import count_documents, iter_documents, ratio
 
-CURATION_STAGES: tuple[str, ...] = (
-    "url_filter",
-    "extract",
-    "language",
-    "quality",
-    "model_quality",
-    "dedup",
-    "pii",
-    "decontaminate",
-)
 JUNK_CATEGORIES = frozenset({"junk", "hostile"})
 
 
-class CurationReportConfig(StageConfig):
-    """What the report counts as junk detection and how much the funnel plot spells out."""
-
-    junk_stages: list[str] = Field(
-        default_factory=lambda: ["url_filter", "extract", "quality", "model_quality"],
-        description="Stages whose drops are junk detection (junk precision is computed over their drops).",
-    )
-    reasons_per_stage: int = Field(
-        3, ge=0, description="Drop reasons named beside each bar of the funnel; the rest are summed."
-    )
-
-
 # --- counting ------------------------------------------------------------------------------------
-
-
-def count_documents(store: ArtifactStore, uri: str) -> int:
-    """Rows of a documents directory, from the Parquet footers (no data read)."""
-    total = 0
-    for shard in list_shards(store, uri):
-        with store.open(store.join(uri, shard)) as f:
-            total += pq.ParquetFile(f).metadata.num_rows
-    return total
 
 
 def count_drops(store: ArtifactStore, dropped: Artifact) -> dict[str, int]:
@@ -289,24 +256,36 @@ def funnel_figure(top: dict[str, Any], rows: list[dict[str, Any]], reasons_per_s
     return fig
 
 
+# --- what each rule dropped, inspectable in MLflow -------------------------------------------------
+
+
+def drop_table(rows: list[dict[str, Any]], samples: bool) -> list[dict[str, Any]]:
+    """One row per stage and drop reason -- how many, what share of the stage's input, and where its
+    scrubbed sample is -- for the MLflow table `drops.json`."""
+    table = []
+    for row in rows:
+        for reason, n in row["drops"].items():
+            table.append(
+                {
+                    "stage": row["stage"],
+                    "reason": reason,
+                    "dropped": n,
+                    "share_of_stage_input": round(n / row["documents_in"], 4),
+                    "samples": f"samples/dropped/{row['stage']}/{reason}.jsonl" if samples else None,
+                }
+            )
+    return table
+
+
 # --- the stage -----------------------------------------------------------------------------------
 
 
-@stage(
-    "curation_report",
-    config=CurationReportConfig,
-    optional_inputs=(
-        "ingest_documents",
-        *(f"{name}_{out}" for name in CURATION_STAGES for out in ("documents", "dropped")),
-        "labels",
-    ),
-    outputs=("report",),
-    cpus=1,
-)
+@stage(SPEC)
 def curation_report(
     ctx: StageContext, config: CurationReportConfig, inputs: dict[str, Artifact]
 ) -> dict[str, Artifact]:
-    """The funnel of the whole curation (PNG + JSON) and, with labels, its overall precision/recall."""
+    """The funnel of the whole curation (PNG + JSON), what each rule dropped (counts, a table and scrubbed
+    samples per stage and reason) and, with labels, its overall precision/recall."""
     store = ctx.store
     top, rows = funnel(store, inputs)
     if not rows:
@@ -326,6 +305,7 @@ def curation_report(
     for row in rows:
         metrics[f"{row['stage']}.documents_in"] = row["documents_in"]
         metrics[f"{row['stage']}.documents_out"] = row["documents_out"]
+        metrics.update({f"{row['stage']}.dropped.{reason}": n for reason, n in row["drops"].items()})
 
     labels = load_labels(store, inputs.get("labels"))
     final_artifact = next(
@@ -364,5 +344,9 @@ def curation_report(
         figure.savefig(f, format="png", dpi=110, bbox_inches="tight")
     ctx.tracker.log_figure(figure, "funnel.png")
     ctx.tracker.log_dict(report, "report.json")
+    ctx.tracker.log_table(drop_table(rows, config.samples_per_reason > 0), "drops.json")
+    for name in CURATION_STAGES:  # "what did the curly-bracket rule drop?", answered in one place
+        if (dropped := inputs.get(f"{name}_dropped")) is not None:
+            log_dropped_samples(ctx, dropped, config.samples_per_reason, prefix=f"dropped/{name}/")
     ctx.report(**headline)
     return {"report": ctx.artifact("report", kind="curation_report", documents_final=final)}

@@ -34,16 +34,16 @@ import posixpath
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import fsspec
 import xxhash
-from pydantic import Field
 
 from components.core.artifacts import Artifact, ArtifactStore
-from components.core.config import ConfigError, StageConfig
+from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
+from components.data.decontaminate_config import SPEC, DecontaminateConfig
 from components.data.documents import (
     Block,
     documents_artifacts,
@@ -56,31 +56,6 @@ from components.io.documents import Document, iter_documents, list_shards, ratio
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _WORDS = re.compile(r"\w+")
-
-
-class DecontaminateConfig(StageConfig):
-    """Which evaluation data to protect and how long a shared word sequence must be to count."""
-
-    ngram: int = Field(13, ge=3, le=50, description="Words per n-gram (GPT-3 used 13).")
-    min_matches: int = Field(
-        1, ge=1, description="Drop a document that shares at least this many distinct n-grams with eval data."
-    )
-    benchmark_files: list[str] = Field(
-        default_factory=lambda: ["benchmark.jsonl"],
-        description="JSONL files of eval items inside the `benchmark` input artifact.",
-    )
-    extra_eval_paths: list[str] = Field(
-        default_factory=list,
-        description="More eval sets: JSONL files (paths or URLs), one item per line; e.g. held-out prompts.",
-    )
-    text_fields: list[str] = Field(
-        default_factory=lambda: ["question", "prompt", "text", "input", "instruction", "messages", "answer"],
-        description="Fields of an extra_eval_paths record that hold eval text (in this order).",
-    )
-    samples: int = Field(10, ge=0, description="Dropped documents logged to MLflow as samples (scrubbed).")
-
-    def external_inputs(self) -> list[str]:
-        return list(self.extra_eval_paths)
 
 
 # --- normalisation and eval items -----------------------------------------------------------------
@@ -292,25 +267,7 @@ def decontamination_truth(
     return metrics
 
 
-def check_sources(config: DecontaminateConfig, inputs: Collection[str]) -> None:
-    """Preflight: an evaluation set must come from somewhere, said before the curation runs."""
-    if "benchmark" not in inputs and not config.extra_eval_paths:
-        raise ConfigError(
-            "decontaminate has no evaluation set: wire its `benchmark` input (the world stage's knowledge), "
-            "set decontaminate.extra_eval_paths, or switch the stage off (decontaminate.enabled=false)"
-        )
-
-
-@stage(
-    "decontaminate",
-    config=DecontaminateConfig,
-    inputs=("documents",),
-    optional_inputs=("benchmark", "labels"),
-    outputs=("documents", "dropped"),
-    cpus=0,
-    passthrough={"documents": "documents"},
-    preflight=check_sources,
-)
+@stage(SPEC)
 def decontaminate(
     ctx: StageContext, config: DecontaminateConfig, inputs: dict[str, Artifact]
 ) -> dict[str, Artifact]:

@@ -24,9 +24,9 @@ How it runs, in five phases, each resumable (a killed stage redoes only unfinish
    signature, only one band (or a key range of one band).
 3. clusters -- the stage (driver) merges the pairs: exact ones first, then fuzzy ones, by union-find
    over the documents that have any candidate at all.
-4. verify (when `verify_threshold` is set) -- one task per shard reads the text of that shard's
-   documents that are in an unresolved fuzzy pair and writes their shingle hashes; one task per shard
-   then computes the true Jaccard of the pairs whose first document is in it.
+4. verify (when `verify_threshold` is set; in `dedup_verify.py`) -- one task per shard reads the text of
+   that shard's documents that are in an unresolved fuzzy pair and writes their shingle hashes; one task
+   per shard then computes the true Jaccard of the pairs whose first document is in it.
 5. write -- one Ray task per shard writes its kept and dropped documents.
 
 Memory as the corpus grows (N documents, b bands, D documents with a duplicate candidate):
@@ -46,7 +46,6 @@ Memory as the corpus grows (N documents, b bands, D documents with a duplicate c
 from __future__ import annotations
 
 import functools
-import io
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from components.core.config import ConfigError
 from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext, stage
 from components.data.dedup_config import SPEC, DedupConfig, MinHashConfig
+from components.data.dedup_verify import load_array, read_columns, save_array, shard_index, verify_pairs
 from components.data.documents import FilterStats, documents_artifacts, load_labels
 from components.data.minhash import (
     MinHasher,
@@ -69,10 +69,8 @@ from components.data.minhash import (
     bucket_edges,
     candidate_probability,
     exact_hash,
-    jaccard,
     lsh_threshold,
     normalize_text,
-    shingle_hashes,
 )
 from components.data.pii import log_dropped_samples
 from components.io.documents import iter_documents, list_shards, per_second, ratio
@@ -86,28 +84,6 @@ EXACT_KEY = "exact"
 
 def _band(i: int) -> str:
     return f"band_{i:02d}"
-
-
-def _save_array(store: ArtifactStore, uri: str, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    store.write_bytes(uri, buf.getvalue())
-
-
-def _load_array(store: ArtifactStore, uri: str) -> np.ndarray:
-    with store.open(uri) as f:
-        return np.load(io.BytesIO(f.read()), allow_pickle=False)
-
-
-def _read_columns(store: ArtifactStore, uri: str, columns: list[str] | None = None) -> pa.Table:
-    with store.open(uri) as f:
-        return pq.read_table(f, columns=columns)
-
-
-def shard_index(starts: np.ndarray | list[int], docs: Any) -> Any:
-    """The shard holding each global document index, given each shard's first index (`starts`, sorted).
-    An empty shard shares its start with the next one; the last shard with start <= doc holds it."""
-    return np.searchsorted(starts, docs, side="right") - 1
 
 
 def _u64(table: pa.Table, column: str) -> np.ndarray:
@@ -145,7 +121,7 @@ def signature_shard(shard: str, *, store_root: str, in_uri: str, sig_uri: str, c
 
     def compute() -> dict:
         started = time.process_time()
-        table = _read_columns(store, store.join(in_uri, shard), ["text"])
+        table = read_columns(store, store.join(in_uri, shard), ["text"])
         texts = table.column("text").to_pylist()
         signatures = compute_signatures(texts, config)
         with store.atomic_write(store.join(sig_uri, shard)) as f:
@@ -183,7 +159,7 @@ def bucket_task(
         columns = ["exact_hi", "exact_lo"] if key == EXACT_KEY else [key, "fuzzy"]
         index_parts, key_parts = [], []
         for shard, offset in shards:
-            table = _read_columns(store, store.join(sig_uri, shard), columns)
+            table = read_columns(store, store.join(sig_uri, shard), columns)
             if key == EXACT_KEY:
                 keys = np.stack([_u64(table, "exact_hi"), _u64(table, "exact_lo")])
                 mask = np.ones(table.num_rows, dtype=bool)
@@ -198,7 +174,7 @@ def bucket_task(
         index = np.concatenate(index_parts) if index_parts else np.empty(0, dtype=np.int64)
         keys = np.concatenate(key_parts, axis=1) if key_parts else np.empty((1, 0), dtype=np.uint64)
         edges = bucket_edges(index, *keys)
-        _save_array(store, store.join(edges_uri, name + ".npy"), edges)
+        save_array(store, store.join(edges_uri, name + ".npy"), edges)
         return {"edges": len(edges), "seconds": time.process_time() - started}
 
     result = resumable(store, store.join(edges_uri, name + ".json"), compute)
@@ -248,7 +224,7 @@ class Clusters:
 
 
 def _load_edges(store: ArtifactStore, results: list[dict], keys: set[str]) -> np.ndarray:
-    parts = [_load_array(store, r["file"]) for r in results if r["key"] in keys]
+    parts = [load_array(store, r["file"]) for r in results if r["key"] in keys]
     parts = [p for p in parts if len(p)]
     return np.unique(np.concatenate(parts), axis=0) if parts else np.empty((0, 2), dtype=np.int64)
 
@@ -258,99 +234,6 @@ def exact_groups(edges: np.ndarray) -> dict[int, int]:
     groups = {int(b): int(a) for a, b in edges.tolist()}
     groups.update({int(a): int(a) for a in edges[:, 0].tolist()})
     return groups
-
-
-# --- phase 4: verification with the true Jaccard ----------------------------------------------------
-
-
-def shingle_shard(
-    task: tuple[str, list[int]], *, store_root: str, in_uri: str, out_uri: str, ngram: int
-) -> dict:
-    """Ray task: the shingle hashes of some rows of one shard (those in unresolved fuzzy pairs)."""
-    shard, rows = task
-    store = ArtifactStore(store_root)
-
-    def compute() -> dict:
-        texts = _read_columns(store, store.join(in_uri, shard), ["text"]).column("text").take(rows)
-        hashes = [shingle_hashes(t, ngram) for t in texts.to_pylist()]
-        table = pa.table(
-            {"row": pa.array(rows, pa.int64()), "shingles": pa.array(hashes, pa.list_(pa.uint64()))}
-        )
-        with store.atomic_write(store.join(out_uri, shard)) as f:
-            pq.write_table(table, f, compression="none")
-        return {"rows": len(rows)}
-
-    return resumable(store, store.join(out_uri, shard + ".json"), compute)
-
-
-def verify_task(
-    task: tuple[int, np.ndarray],
-    *,
-    store_root: str,
-    shingles_uri: str,
-    out_uri: str,
-    shards: list[tuple[str, int]],
-) -> dict:
-    """Ray task: the true Jaccard of the pairs whose first document lies in shard `task[0]`."""
-    first, edges = task
-    store = ArtifactStore(store_root)
-    offsets = np.array([offset for _, offset in shards], dtype=np.int64)
-    name = shards[first][0]
-
-    def compute() -> dict:
-        started = time.process_time()
-        sets: dict[int, np.ndarray] = {}
-        for s in np.unique(shard_index(offsets, edges.ravel())).tolist():
-            shard, offset = shards[s]
-            table = _read_columns(store, store.join(shingles_uri, shard))
-            for row, hashes in zip(table.column("row").to_pylist(), table.column("shingles"), strict=True):
-                sets[offset + row] = hashes.values.to_numpy()
-        similarity = np.array([jaccard(sets[a], sets[b]) for a, b in edges.tolist()], dtype=np.float32)
-        _save_array(store, store.join(out_uri, name + ".npy"), similarity)
-        return {"pairs": len(edges), "seconds": time.process_time() - started}
-
-    result = resumable(store, store.join(out_uri, name + ".json"), compute)
-    return {**result, "file": store.join(out_uri, name + ".npy")}
-
-
-def verify_pairs(
-    ctx: StageContext,
-    edges: np.ndarray,
-    in_uri: str,
-    shards: list[tuple[str, int]],
-    ngram: int,
-) -> tuple[np.ndarray, float]:
-    """The true Jaccard of each candidate pair (same order as `edges`) and the CPU seconds it took."""
-    if not len(edges):
-        return np.empty(0, dtype=np.float32), 0.0
-    offsets = np.array([offset for _, offset in shards], dtype=np.int64)
-    docs = np.unique(edges.ravel())
-    shard_of = shard_index(offsets, docs)
-    tasks = [
-        (shards[s][0], (docs[shard_of == s] - offsets[s]).tolist()) for s in np.unique(shard_of).tolist()
-    ]
-    common = dict(store_root=ctx.store.root)
-    shingles_uri = ctx.scratch_uri("shingles")
-    parallel_map(
-        functools.partial(shingle_shard, in_uri=in_uri, out_uri=shingles_uri, ngram=ngram, **common),
-        tasks,
-        progress=ctx.progress,
-        desc="shingles for verification",
-    )
-    first_shard = shard_index(offsets, edges[:, 0])
-    groups = [(s, edges[first_shard == s]) for s in np.unique(first_shard).tolist()]
-    results = parallel_map(
-        functools.partial(
-            verify_task, shingles_uri=shingles_uri, out_uri=ctx.scratch_uri("verify"), shards=shards, **common
-        ),
-        groups,
-        progress=ctx.progress,
-        desc="verify pairs",
-    )
-    similarity = np.empty(len(edges), dtype=np.float32)
-    for (s, _), result in zip(groups, results, strict=True):
-        similarity[first_shard == s] = _load_array(ctx.store, result["file"])
-    return similarity, sum(r["seconds"] for r in results)
 
 
 # --- phase 5: write, one task per shard ------------------------------------------------------------
@@ -372,7 +255,7 @@ def write_shard(
 
     def compute() -> dict:
         started = time.process_time()
-        table = _read_columns(store, store.join(in_uri, shard))
+        table = read_columns(store, store.join(in_uri, shard))
         n = table.num_rows
         size = np.ones(n, dtype=np.int32)
         for row, s in sizes.items():
@@ -416,7 +299,7 @@ def read_ids(task: tuple[str, list[int]], *, store_root: str, in_uri: str) -> li
     """Ray task: the ids of some rows of one shard (the kept documents that others point to)."""
     shard, rows = task
     store = ArtifactStore(store_root)
-    return _read_columns(store, store.join(in_uri, shard), ["id"]).column("id").take(rows).to_pylist()
+    return read_columns(store, store.join(in_uri, shard), ["id"]).column("id").take(rows).to_pylist()
 
 
 # --- ground truth ----------------------------------------------------------------------------------

@@ -207,6 +207,15 @@ def documents_artifacts(ctx: StageContext, stats: FilterStats) -> dict[str, Arti
     }
 
 
+def filter_outputs(ctx: StageContext, stats: FilterStats, **headline: float | None) -> dict[str, Artifact]:
+    """The end of a filter stage: its `documents_artifacts`, its metrics logged, and `headline` reported
+    with the throughput (documents per CPU-second) after it."""
+    outputs = documents_artifacts(ctx, stats)
+    ctx.log_metrics(stats.metrics())
+    ctx.report(**headline, docs_per_s_per_cpu=stats.docs_per_cpu_second)
+    return outputs
+
+
 def dropped_urls(store: ArtifactStore, dropped: Artifact) -> dict[str, str]:
     """url -> drop reason, for everything in a `dropped` artifact."""
     out = {}

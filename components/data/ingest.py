@@ -1,10 +1,16 @@
 """Ingest: WARC files -> Parquet document shards of HTML pages.
 
-Reads one or many WARC files (gzipped or plain, local or any fsspec URL), one Ray task per file.
-Keeps successful HTML responses, decodes their charset robustly, and writes shards of
-`shard_docs` documents, so memory stays constant however large the crawl. A corrupt or truncated
-record is skipped and counted: the reader resynchronises at the next gzip member (or `WARC/1.`
-line in a plain file) and carries on.
+Reads one or many WARC files (gzipped or plain, local or any fsspec URL) as Ray tasks: one per file,
+and a gzipped file larger than `split_mb` as several byte ranges, each its own task. A .warc.gz holds
+one gzip member per record (the WARC standard's recommendation, Common Crawl's practice), so a range
+can start at any member: the driver looks for the first member after each `split_mb` mark -- a gzip
+header that really inflates to a `WARC/` record -- reading only a little around each mark, and the
+ranges meet there. Thousands of files, or a few large ones, spread over every CPU of the cluster.
+
+Keeps successful HTML responses, decodes their charset robustly, and writes shards of `shard_docs`
+documents, so memory stays constant however large the crawl. A corrupt or truncated record is skipped
+and counted: the reader resynchronises at the next gzip member (or `WARC/1.` line in a plain file) and
+carries on.
 """
 
 from __future__ import annotations
@@ -13,25 +19,29 @@ import codecs
 import functools
 import logging
 import re
+import zlib
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field
 from warcio.archiveiterator import ArchiveIterator
 
 from components.core.artifacts import Artifact, ArtifactStore
-from components.core.config import ConfigError, StageConfig
+from components.core.config import ConfigError
 from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext, stage
+from components.data.ingest_config import SPEC, IngestConfig
 
 log = logging.getLogger("gptrecipe.ingest")
 
 WARC_SUFFIXES = (".warc", ".warc.gz")
 GZIP_MAGIC = b"\x1f\x8b\x08"
+# How far past a split mark the driver looks for a record's gzip member; a record compressed larger than
+# this (ingest skips bodies over max_body_mb anyway) just makes its range longer.
+SPLIT_SCAN_BYTES = 16 * 2**20
 META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_:.-]+)""", re.I)
 # WHATWG: these labels mean windows-1252 on the web.
 LATIN1_LABELS = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "us-ascii", "ascii", "cp819"}
@@ -49,26 +59,6 @@ SCHEMA = pa.schema(
         ("html", pa.large_string()),
     ]
 )
-
-
-class IngestConfig(StageConfig):
-    """Which WARC files to read and what to keep from them."""
-
-    paths: list[str] = Field(
-        default_factory=list,
-        description="WARC files, globs or URLs to read. Empty: every *.warc[.gz] of the `crawl` input.",
-    )
-    shard_docs: int = Field(2000, ge=1, description="Documents per output Parquet shard.")
-    max_body_mb: float = Field(
-        8.0, gt=0, description="Responses with a larger body are skipped (counted as too_large)."
-    )
-    content_types: list[str] = Field(
-        default_factory=lambda: ["text/html", "application/xhtml+xml"],
-        description="MIME types kept; everything else is skipped (counted as not_html).",
-    )
-
-    def external_inputs(self) -> list[str]:
-        return list(self.paths)
 
 
 @dataclass
@@ -257,14 +247,109 @@ def doc_id(record_id: str, url: str) -> str:
     return record_id.removeprefix("<").removesuffix(">").removeprefix("urn:uuid:") or url
 
 
-# --- one WARC file -> shards -------------------------------------------------------------------
+# --- splitting large files at gzip members ----------------------------------------------------------
+
+
+class ByteRange:
+    """Bytes `[start, end)` of an open file, as a file of their own (read, seek, tell): a task reads
+    its range of a large WARC with the same reader as a whole file."""
+
+    def __init__(self, f: IO[bytes], start: int, end: int):
+        self.f, self.start, self.size, self.pos = f, start, end - start, 0
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.size}[whence]
+        self.pos = min(max(base + offset, 0), self.size)
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.size - self.pos if n is None or n < 0 else min(n, self.size - self.pos)
+        if n <= 0:
+            return b""
+        self.f.seek(self.start + self.pos)
+        data = self.f.read(n)
+        self.pos += len(data)
+        return data
+
+
+def starts_record(f: IO[bytes], offset: int) -> bool:
+    """Whether a gzip member starts at `offset` and inflates to a WARC record header (the three magic
+    bytes also occur inside compressed data, about once per 16 MB)."""
+    f.seek(offset)
+    try:
+        head = zlib.decompressobj(wbits=31).decompress(f.read(4096), 16)
+    except zlib.error:
+        return False
+    return head.startswith(b"WARC/")
+
+
+def member_after(f: IO[bytes], start: int, limit: int) -> int | None:
+    """Offset of the first gzip member in `[start, limit)` that starts a WARC record, or None."""
+    pos = start
+    while pos is not None and pos < limit:
+        pos = next_sync_point(f, pos, gzipped=True)
+        if pos is None or pos >= limit:
+            return None
+        if starts_record(f, pos):
+            return pos
+        pos += 1
+    return None
+
+
+def split_points(f: IO[bytes], size: int, split_bytes: int) -> list[int]:
+    """Where the ranges of one gzipped WARC of `size` bytes start: 0, then the first record member
+    after every `split_bytes` mark. A mark with no member within `SPLIT_SCAN_BYTES` (a huge record, or
+    a file compressed as one stream) adds no split: its range simply grows."""
+    starts = [0]
+    for mark in range(split_bytes, size, split_bytes):
+        scan = min(split_bytes, SPLIT_SCAN_BYTES)
+        found = member_after(f, max(mark, starts[-1] + 1), min(mark + scan, size))
+        if found is not None:
+            starts.append(found)
+    return starts
+
+
+def plan_ranges(files: list[str], split_mb: float) -> list[tuple[str, int, int | None]]:
+    """(file, start, end) per task, in file order: a plain WARC or a small one whole (end None = to
+    its end), a large gzipped one in ranges that meet at record members."""
+    import fsspec
+
+    split_bytes = max(int(split_mb * 2**20), 1)
+    tasks: list[tuple[str, int, int | None]] = []
+    for uri in files:
+        fs, path = fsspec.core.url_to_fs(uri)
+        size = fs.size(path)
+        if size <= split_bytes:
+            tasks.append((uri, 0, None))
+            continue
+        with fs.open(path, "rb") as f:
+            if f.read(3) != GZIP_MAGIC:
+                tasks.append((uri, 0, None))
+                continue
+            starts = split_points(f, size, split_bytes)
+        tasks += [(uri, a, b) for a, b in zip(starts, [*starts[1:], size], strict=True)]
+    return tasks
+
+
+# --- one WARC file (or range of one) -> shards ------------------------------------------------------
 
 
 def ingest_file(
-    task: tuple[int, str], *, store_root: str, out_uri: str, done_uri: str, config: IngestConfig
+    task: tuple[int, tuple[str, int, int | None]],
+    *,
+    store_root: str,
+    out_uri: str,
+    done_uri: str,
+    config: IngestConfig,
 ) -> dict:
-    """Ray task: one WARC file into `part-<file>-<shard>.parquet` files; resumable per file."""
-    index, warc_uri = task
+    """Ray task: one WARC file, or a byte range of one, into `part-<task>-<shard>.parquet` files;
+    resumable per task."""
+    import fsspec
+
+    index, (warc_uri, start, end) = task
     store = ArtifactStore(store_root)
 
     def compute() -> dict:
@@ -297,7 +382,9 @@ def ingest_file(
             rows.clear()
             buffered = 0
 
-        with store.fs.open(warc_uri, "rb") as f:
+        fs, path = fsspec.core.url_to_fs(warc_uri)  # a user's file, wherever it is: not the store's
+        with fs.open(path, "rb") as whole:
+            f = whole if end is None else ByteRange(whole, start, end)
             for page in read_pages(f, config, counts):
                 counts["documents"] += 1
                 rows.append(page)
@@ -320,11 +407,16 @@ def resolve_warc_files(config: IngestConfig, inputs: dict[str, Artifact], store:
         files: list[str] = []
         for spec in config.paths:
             fs, _ = fsspec.core.url_to_fs(spec)
-            matches = sorted(fs.glob(spec)) if any(c in spec for c in "*?[") else [spec]
+            if any(c in spec for c in "*?["):
+                matches = sorted(fs.glob(spec))
+            elif fs.isdir(spec):  # a directory: every WARC file below it
+                matches = sorted(m for m in fs.find(spec) if m.endswith(WARC_SUFFIXES))
+            else:
+                matches = [spec]
             protocol = spec.split("://", 1)[0] + "://" if "://" in spec else ""
             matches = [m if "://" in m or not protocol else protocol + m for m in matches]
             if not matches or not all(fs.exists(m) for m in matches):
-                raise ConfigError(f"ingest.paths: {spec} does not exist or matches no file")
+                raise ConfigError(f"ingest.paths: {spec} does not exist or matches no WARC file")
             files.extend(matches)
         return files
     if "crawl" not in inputs:
@@ -336,20 +428,7 @@ def resolve_warc_files(config: IngestConfig, inputs: dict[str, Artifact], store:
     return files
 
 
-def check_source(config: IngestConfig, inputs: Collection[str]) -> None:
-    """Preflight: WARC files must come from somewhere, said before any stage runs."""
-    if not config.paths and "crawl" not in inputs:
-        raise ConfigError("ingest has no input: set ingest.paths, or enable the world stage")
-
-
-@stage(
-    "ingest",
-    config=IngestConfig,
-    optional_inputs=("crawl",),
-    outputs=("documents",),
-    cpus=1,
-    preflight=check_source,
-)
+@stage(SPEC)
 def ingest(ctx: StageContext, config: IngestConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """Read WARC files; write their HTML responses as Parquet document shards."""
     files = resolve_warc_files(config, inputs, ctx.store)
@@ -362,13 +441,20 @@ def ingest(ctx: StageContext, config: IngestConfig, inputs: dict[str, Artifact])
         done_uri=ctx.scratch_uri("done"),
         config=config,
     )
-    results = parallel_map(work, list(enumerate(files)), progress=ctx.progress, desc="WARC files")
+    tasks = plan_ranges(files, config.split_mb)
+    ctx.log.info(
+        "%d WARC files in %d tasks (files over %g MB in byte ranges)", len(files), len(tasks), config.split_mb
+    )
+    results = parallel_map(work, list(enumerate(tasks)), progress=ctx.progress, desc="WARC ranges")
     totals: Counter = Counter()
     for result in results:
         totals.update(result)
     ctx.log_metrics(dict(totals))
     ctx.report(
-        documents=totals["documents"], corrupt_records=totals["corrupt_records"], warc_files=len(files)
+        documents=totals["documents"],
+        corrupt_records=totals["corrupt_records"],
+        warc_files=len(files),
+        tasks=len(tasks),
     )
     return {
         "documents": ctx.artifact(

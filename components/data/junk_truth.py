@@ -19,9 +19,12 @@ nothing labelled was dropped, or a recall when no junk entered, is None (no numb
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from components.io.documents import ratio
+from components.core.artifacts import Artifact
+from components.core.stage import StageContext
+from components.data.documents import dropped_urls, load_labels
+from components.io.documents import iter_documents, ratio
 
 JUNK_CATEGORIES = frozenset({"junk", "hostile"})
 
@@ -66,3 +69,38 @@ def _scores(
     out |= {f"{prefix}.dropped.{cat}": n for cat, n in sorted(categories.items())}
     out |= {f"{prefix}.junk_recall.{cls}": junk_dropped[cls] / n for cls, n in sorted(classes_in.items())}
     return out
+
+
+def labelled_drops(
+    ctx: StageContext, inputs: dict[str, Artifact], dropped: Artifact
+) -> tuple[dict[str, dict], list[str], dict[str, str]] | None:
+    """What a filter stage is scored on: the tiny world's labels (url -> label), the urls of the
+    documents that entered the stage and url -> drop reason of those it dropped; None when the stage
+    has no `labels` input (not the tiny world)."""
+    labels = load_labels(ctx.store, inputs.get("labels"))
+    if labels is None:
+        return None
+    entering = [d["url"] for d in iter_documents(ctx.store, inputs["documents"].uri, columns=["url"])]
+    return labels, entering, dropped_urls(ctx.store, dropped)
+
+
+def report_junk_truth(
+    ctx: StageContext,
+    inputs: dict[str, Artifact],
+    dropped: Artifact,
+    more: Callable[[dict[str, dict]], dict[str, float | None]] | None = None,
+) -> None:
+    """Log a junk filter's `junk_truth` (and `more(labels)`, a stage's own truth metrics) and report its
+    junk precision, junk recall and good pages dropped; nothing without labels."""
+    scored = labelled_drops(ctx, inputs, dropped)
+    if scored is None:
+        return
+    truth = junk_truth(*scored)
+    if more is not None:
+        truth |= more(scored[0])
+    ctx.log_metrics(truth)
+    ctx.report(
+        junk_precision=truth["truth.junk_precision"],
+        junk_recall=truth["truth.junk_recall"],
+        good_dropped=truth["truth.good_dropped"],
+    )

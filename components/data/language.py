@@ -27,19 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from pydantic import Field
 
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.assets import AssetError, asset_path
-from components.core.config import ConfigError, StageConfig
+from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
 from components.data.documents import (
     Block,
-    documents_artifacts,
     filter_documents,
+    filter_outputs,
     load_labels,
     precision_recall,
 )
+from components.data.language_config import SPEC, LanguageConfig
 from components.data.pii import log_dropped_samples
 from components.io.documents import Document, list_shards, ratio
 
@@ -48,31 +48,6 @@ LABEL_PREFIX = "__label__"
 
 # texts, k -> for each text its top-k (language, probability) pairs, best first.
 PredictFn = Callable[[list[str], int], list[list[tuple[str, float]]]]
-
-
-class LanguageConfig(StageConfig):
-    """Which languages to keep, and how sure language ID must be."""
-
-    languages: list[str] = Field(
-        default_factory=lambda: ["en"],
-        description="Wanted languages (lid.176 codes: en, de, fr, ...); [] keeps any language that "
-        "scores above the threshold.",
-    )
-    threshold: float = Field(
-        0.65, ge=0, lt=1, description="Keep when a wanted language's probability is above this (FineWeb)."
-    )
-    model_path: str | None = Field(
-        None,
-        description="A fastText language-ID model file; null: the shipped lid.176.ftz asset "
-        "(`gptrecipe assets` installs it). Replacing a custom file reruns the stage.",
-    )
-    batch_size: int = Field(512, ge=1, description="Documents per fastText predict call.")
-    samples_per_reason: int = Field(
-        5, ge=0, description="Dropped documents per reason logged to MLflow (PII scrubbed)."
-    )
-
-    def external_inputs(self) -> list[str]:
-        return [self.model_path] if self.model_path else []
 
 
 # --- the model -----------------------------------------------------------------------------------
@@ -284,15 +259,7 @@ def _check_text_column(ctx: StageContext, documents: Artifact) -> None:
                 )
 
 
-@stage(
-    "language",
-    config=LanguageConfig,
-    inputs=("documents",),
-    optional_inputs=("labels",),
-    outputs=("documents", "dropped"),
-    cpus=0,  # fans out one Ray task per shard, each reserving its own CPU
-    passthrough={"documents": "documents"},
-)
+@stage(SPEC)
 def language(ctx: StageContext, config: LanguageConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """Identify each document's language with fastText lid.176; keep the wanted languages."""
     # Here, not only in the workers: a missing or damaged model fails before any shard is read.
@@ -305,13 +272,7 @@ def language(ctx: StageContext, config: LanguageConfig, inputs: dict[str, Artifa
         functools.partial(make_blocks, config, path),
         batch_size=config.batch_size,
     )
-    outputs = documents_artifacts(ctx, stats)
-    ctx.log_metrics(stats.metrics())
-    ctx.report(
-        documents_in=stats.documents_in,
-        documents_out=stats.documents_out,
-        docs_per_s_per_cpu=stats.docs_per_cpu_second,
-    )
+    outputs = filter_outputs(ctx, stats, documents_in=stats.documents_in, documents_out=stats.documents_out)
     labels = load_labels(ctx.store, inputs.get("labels"))
     if labels is not None:
         store, predicted, dropped = ctx.store, {}, set()

@@ -38,23 +38,22 @@ import functools
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
 
 from components.core.artifacts import Artifact, ArtifactStore, scratch_dir, stage_in
-from components.core.config import ConfigError, StageConfig
+from components.core.config import ConfigError
 from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext, stage
-from components.data.documents import Block, documents_artifacts, dropped_urls, filter_documents, load_labels
-from components.data.junk_truth import JUNK_CATEGORIES, junk_truth
+from components.data.documents import Block, filter_documents, filter_outputs
+from components.data.junk_truth import JUNK_CATEGORIES, report_junk_truth
+from components.data.model_quality_config import NEGATIVE_LABEL, SPEC, ModelQualityConfig, check_sources
 from components.data.pii import log_dropped_samples
 from components.data.quality_classifier import (
     LABEL_PREFIX,
-    NEGATIVE_LABEL,
     LogitHistogram,
     classifier_text,
     good_scores,
@@ -68,124 +67,6 @@ from components.data.quality_classifier import (
     training_lines,
 )
 from components.io.documents import Document, iter_documents, list_shards, read_documents
-
-
-class ModelQualityConfig(StageConfig):
-    """Train (or load) a fastText good-vs-crawl classifier and keep the documents it scores high."""
-
-    model_path: str | None = Field(
-        None,
-        description="A trained fastText model (.bin/.ftz, local path or URL) to use instead of training "
-        "one; it must have the label `positive_label`.",
-    )
-    reference_path: str | None = Field(
-        None,
-        description="Good text to train on (local path or URL): .jsonl (field `reference_field`), "
-        ".parquet (column `reference_field`) or plain text (documents separated by blank lines). "
-        "None: read the `reference` input's reference.jsonl (the tiny world's articles).",
-    )
-    reference_field: str = Field("text", description="Field/column of `reference_path` with the text.")
-    max_reference: int = Field(50_000, ge=1, description="At most this many reference documents.")
-    max_negatives: int = Field(
-        50_000, ge=1, description="At most about this many crawl documents sampled as negatives."
-    )
-    balance: bool = Field(
-        True,
-        description="Repeat the smaller class until both have as many examples, so that the prior "
-        "is 1/2 whatever the two set sizes are.",
-    )
-    epoch: int = Field(8, ge=1, description="fastText epochs (see the module doc on training length).")
-    lr: float = Field(0.1, gt=0, description="fastText learning rate (decays linearly to 0).")
-    dim: int = Field(16, ge=1, description="fastText embedding size.")
-    word_ngrams: int = Field(
-        2,
-        ge=2,
-        le=5,
-        description="Longest word n-gram used as a feature; >= 2 because with words alone (1) the "
-        "fastText build we pin diverges to NaN.",
-    )
-    min_count: int = Field(1, ge=1, description="fastText minCount: words seen fewer times are ignored.")
-    bucket: int = Field(
-        # 20k rather than fastText's 2M (or 200k): no measurable difference on the tiny world's scores,
-        # and a 1.4 MB model instead of 13 MB in every run's MLflow artifacts.
-        20_000,
-        ge=1,
-        description="Hash buckets for word n-grams (the model has bucket x dim floats).",
-    )
-    max_chars: int = Field(
-        10_000, ge=100, description="The classifier reads the first this many characters of a document."
-    )
-    preprocess: Literal["normalize", "raw"] = Field(
-        "normalize",
-        description="normalize: list markers at line starts removed, lowercase, punctuation split from "
-        "words (what our training uses); raw: text as is (for a model trained on raw text). Both "
-        "collapse whitespace, newlines included.",
-    )
-    positive_label: str = Field("good", description="The label (without __label__) of good text.")
-    keep_by: Literal["threshold", "top_percentile"] = Field(
-        "threshold",
-        description="threshold: keep documents scoring >= `threshold`; top_percentile: keep the "
-        "`top_percentile` % best-scored documents.",
-    )
-    threshold: float | Literal["auto"] = Field(
-        "auto",
-        description="A probability of the good class, or auto: `auto_sigmas` robust standard deviations "
-        "below the median log-odds of the entering documents (see the module doc).",
-    )
-    auto_sigmas: float = Field(
-        4.5, gt=0, description="threshold=auto: how far below the median (in 1.4826 x MAD of log-odds)."
-    )
-    top_percentile: float = Field(
-        90.0,
-        gt=0,
-        le=100,
-        description="keep_by=top_percentile: the percentage of entering documents kept, best first "
-        "(at least that many: scores within 1e-4 log-odds of the cutoff are kept together).",
-    )
-    samples_per_reason: int = Field(5, ge=0, description="Dropped documents logged to MLflow (PII scrubbed).")
-
-    @field_validator("model_path", "reference_path")
-    @classmethod
-    def _local_file_exists(cls, value: str | None) -> str | None:
-        # Checked when the config is read, so a typo fails the run before any stage works; URLs are
-        # checked when the stage starts (reaching them here would need the network at config time).
-        if value and "://" not in value and not Path(value).expanduser().is_file():
-            raise ValueError(f"{value} does not exist (or is not a file)")
-        return value
-
-    @field_validator("threshold")
-    @classmethod
-    def _probability(cls, value: float | str) -> float | str:
-        if value != "auto" and not 0 <= float(value) <= 1:
-            raise ValueError("a probability in [0, 1], or auto")
-        return value
-
-    @field_validator("positive_label")
-    @classmethod
-    def _not_the_crawl_label(cls, value: str) -> str:
-        if not value or value == NEGATIVE_LABEL or any(c.isspace() for c in value):
-            raise ValueError(f"a label name without spaces, other than {NEGATIVE_LABEL!r} (the crawl's)")
-        return value
-
-    @property
-    def normalize(self) -> bool:
-        return self.preprocess == "normalize"
-
-    def fasttext_params(self, seed: int) -> dict[str, Any]:
-        """`train_supervised` arguments: one thread and a seed, so that training is reproducible."""
-        return {
-            "epoch": self.epoch,
-            "lr": self.lr,
-            "dim": self.dim,
-            "wordNgrams": self.word_ngrams,
-            "minCount": self.min_count,
-            "bucket": self.bucket,
-            "loss": "softmax",
-            "thread": 1,
-            "seed": seed,
-            "verbose": 0,
-        }
-
 
 # --- scoring -------------------------------------------------------------------------------------
 
@@ -273,25 +154,6 @@ def find_cutoff(ctx: StageContext, config: ModelQualityConfig, documents: Artifa
 
 
 # --- the classifier ------------------------------------------------------------------------------
-
-
-def check_sources(config: ModelQualityConfig, inputs: Collection[str]) -> None:
-    """Before any work: where the classifier comes from, with a clear error when nowhere."""
-    import fsspec
-
-    for key in ("model_path", "reference_path"):
-        path = getattr(config, key)
-        if path:
-            fs, _ = fsspec.core.url_to_fs(path)
-            if not fs.isfile(path):
-                raise ConfigError(f"model_quality.{key}: {path} does not exist (or is not a file)")
-            return
-    if "reference" not in inputs:
-        raise ConfigError(
-            "model_quality has nothing to train on: set model_quality.reference_path (good text), "
-            "model_quality.model_path (a trained classifier), or enable the world stage (its "
-            "knowledge artifact holds the tiny world's reference.jsonl)"
-        )
 
 
 def install_given_model(
@@ -417,34 +279,10 @@ def score_truth(ctx: StageContext, labels: dict[str, dict], outputs: dict[str, A
     return out
 
 
-def report_truth(ctx: StageContext, inputs: dict[str, Artifact], outputs: dict[str, Artifact]) -> None:
-    labels = load_labels(ctx.store, inputs.get("labels"))
-    if labels is None:
-        return
-    entering = [d["url"] for d in iter_documents(ctx.store, inputs["documents"].uri, columns=["url"])]
-    truth = junk_truth(labels, entering, dropped_urls(ctx.store, outputs["dropped"]))
-    truth |= score_truth(ctx, labels, outputs)
-    ctx.log_metrics(truth)
-    ctx.report(
-        junk_precision=truth["truth.junk_precision"],
-        junk_recall=truth["truth.junk_recall"],
-        good_dropped=truth["truth.good_dropped"],
-    )
-
-
 # --- the stage -----------------------------------------------------------------------------------
 
 
-@stage(
-    "model_quality",
-    config=ModelQualityConfig,
-    inputs=("documents",),
-    optional_inputs=("labels", "reference"),
-    outputs=("documents", "dropped", "classifier"),
-    cpus=0,  # fans out one Ray task per shard; the training before is one child process for seconds
-    passthrough={"documents": "documents"},
-    preflight=check_sources,
-)
+@stage(SPEC)
 def model_quality(
     ctx: StageContext, config: ModelQualityConfig, inputs: dict[str, Artifact]
 ) -> dict[str, Artifact]:
@@ -468,18 +306,17 @@ def model_quality(
         make = functools.partial(make_blocks, config, ctx.store.root, model_uri, stats["cutoff"])
     ctx.store.write_json(ctx.store.join(out_uri, "classifier.json"), stats)
     filtered = filter_documents(ctx, inputs["documents"], make, desc="shards")
-    outputs = documents_artifacts(ctx, filtered)
-    outputs["classifier"] = ctx.artifact(
-        "classifier", kind="fasttext_classifier", source=stats["source"], cutoff=stats["cutoff"]
-    )
-    ctx.log_metrics(filtered.metrics())
-    ctx.report(
+    outputs = filter_outputs(
+        ctx,
+        filtered,
         documents_in=filtered.documents_in,
         documents_out=filtered.documents_out,
         cutoff=measured_cutoff(stats),
-        docs_per_s_per_cpu=filtered.docs_per_cpu_second,
     )
-    report_truth(ctx, inputs, outputs)
+    outputs["classifier"] = ctx.artifact(
+        "classifier", kind="fasttext_classifier", source=stats["source"], cutoff=stats["cutoff"]
+    )
+    report_junk_truth(ctx, inputs, outputs["dropped"], lambda labels: score_truth(ctx, labels, outputs))
     log_dropped_samples(ctx, outputs["dropped"], config.samples_per_reason)
     return outputs
 

@@ -17,44 +17,19 @@ from __future__ import annotations
 
 import functools
 
-from pydantic import Field
-
 from components.core.artifacts import Artifact
-from components.core.config import StageConfig
 from components.core.stage import StageContext, stage
-from components.data.documents import Block, documents_artifacts, dropped_urls, filter_documents, load_labels
-from components.data.junk_truth import junk_truth
+from components.data.documents import Block, filter_documents, filter_outputs
+from components.data.junk_truth import report_junk_truth
 from components.data.pii import log_dropped_samples
+from components.data.quality_config import SPEC, QualityConfig
 from components.data.quality_rules import (
     C4,
-    C4Config,
     FineWebQuality,
-    FineWebQualityConfig,
     GopherQuality,
-    GopherQualityConfig,
     GopherRepetition,
-    GopherRepetitionConfig,
     NotEmpty,
 )
-from components.io.documents import iter_documents
-
-
-class QualityConfig(StageConfig):
-    """Heuristic quality filtering: Gopher repetition, Gopher quality, C4, FineWeb (in this order)."""
-
-    gopher_repetition: GopherRepetitionConfig = Field(
-        default_factory=GopherRepetitionConfig, description="Repeated paragraphs, lines and n-grams."
-    )
-    gopher_quality: GopherQualityConfig = Field(
-        default_factory=GopherQualityConfig, description="Length, word shapes, symbols, stop words."
-    )
-    c4: C4Config = Field(default_factory=C4Config, description="C4 line removal and page rules.")
-    fineweb: FineWebQualityConfig = Field(
-        default_factory=FineWebQualityConfig, description="FineWeb's line-based rules."
-    )
-    samples_per_reason: int = Field(
-        5, ge=0, description="Dropped documents per reason logged to MLflow (PII scrubbed)."
-    )
 
 
 def make_blocks(config: QualityConfig) -> list[Block]:
@@ -71,40 +46,11 @@ def make_blocks(config: QualityConfig) -> list[Block]:
     return [*blocks, NotEmpty()]
 
 
-def report_truth(ctx: StageContext, inputs: dict[str, Artifact], dropped: Artifact) -> None:
-    """Ground-truth metrics when the input comes with the tiny world's labels."""
-    labels = load_labels(ctx.store, inputs.get("labels"))
-    if labels is None:
-        return
-    entering = [d["url"] for d in iter_documents(ctx.store, inputs["documents"].uri, columns=["url"])]
-    truth = junk_truth(labels, entering, dropped_urls(ctx.store, dropped))
-    ctx.log_metrics(truth)
-    ctx.report(
-        junk_precision=truth["truth.junk_precision"],
-        junk_recall=truth["truth.junk_recall"],
-        good_dropped=truth["truth.good_dropped"],
-    )
-
-
-@stage(
-    "quality",
-    config=QualityConfig,
-    inputs=("documents",),
-    optional_inputs=("labels",),
-    outputs=("documents", "dropped"),
-    cpus=0,  # fans out one Ray task per shard, each reserving its own CPU
-    passthrough={"documents": "documents"},
-)
+@stage(SPEC)
 def quality(ctx: StageContext, config: QualityConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """Heuristic quality filters (Gopher repetition, Gopher quality, C4, FineWeb) in one pass."""
     stats = filter_documents(ctx, inputs["documents"], functools.partial(make_blocks, config))
-    outputs = documents_artifacts(ctx, stats)
-    ctx.log_metrics(stats.metrics())
-    ctx.report(
-        documents_in=stats.documents_in,
-        documents_out=stats.documents_out,
-        docs_per_s_per_cpu=stats.docs_per_cpu_second,
-    )
-    report_truth(ctx, inputs, outputs["dropped"])
+    outputs = filter_outputs(ctx, stats, documents_in=stats.documents_in, documents_out=stats.documents_out)
+    report_junk_truth(ctx, inputs, outputs["dropped"])
     log_dropped_samples(ctx, outputs["dropped"], config.samples_per_reason)
     return outputs

@@ -27,10 +27,9 @@ import xxhash
 
 from components.core.artifacts import ArtifactStore
 from components.core.config import ConfigError
-from components.io.documents import iter_documents, list_shards
+from components.io.documents import count_documents, iter_documents
 
 LABEL_PREFIX = "__label__"
-NEGATIVE_LABEL = "crawl"
 
 # --- text as the classifier sees it -------------------------------------------------------------
 
@@ -108,14 +107,6 @@ def read_reference_file(path: str, field: str) -> list[str]:
 def sample_key(seed: int, doc_id: str) -> float:
     """A uniform number in [0, 1) per document and seed; a document is sampled when it is below p."""
     return xxhash.xxh3_64_intdigest(f"{seed}/{doc_id}".encode()) / 2**64
-
-
-def count_documents(store: ArtifactStore, uri: str) -> int:
-    total = 0
-    for name in list_shards(store, uri):
-        with store.open(store.join(uri, name)) as f:
-            total += pq.ParquetFile(f).metadata.num_rows
-    return total
 
 
 def sample_texts(store: ArtifactStore, uri: str, limit: int, seed: int) -> Iterator[str]:

@@ -1,9 +1,10 @@
 """Heuristic quality rules: Gopher repetition, Gopher quality, C4 and FineWeb, one block each.
 
 The thresholds are the published ones (Gopher: Rae et al. 2021, table A1; C4: Raffel et al. 2020;
-FineWeb: Penedo et al. 2024), every one a config field; `None` switches a single rule off and
-`enabled: false` a whole block. A rule keeps a document whose measure lies AT its threshold; only
-beyond it is the document dropped (the published thresholds read "<= 0.30", ">= 50 words", ...).
+FineWeb: Penedo et al. 2024), every one a config field (the models live in `quality_config`, which
+loads without pyarrow); `None` switches a single rule off and `enabled: false` a whole block. A rule
+keeps a document whose measure lies AT its threshold; only beyond it is the document dropped (the
+published thresholds read "<= 0.30", ">= 50 words", ...).
 
 How we count. The published rules leave details open; these are ours, chosen after reading datatrove
 (which FineWeb used) and written so that each fraction is well defined and lies in [0, 1]:
@@ -39,10 +40,15 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from pydantic import Field
-
-from components.core.config import StrictModel
 from components.data.documents import Block
+from components.data.quality_config import (
+    BULLETS,
+    ELLIPSES,
+    C4Config,
+    FineWebQualityConfig,
+    GopherQualityConfig,
+    GopherRepetitionConfig,
+)
 from components.io.documents import Document
 
 # --- text measures -----------------------------------------------------------------------------
@@ -144,29 +150,6 @@ def _below(value: float, limit: float | None) -> bool:
 # --- Gopher repetition ---------------------------------------------------------------------------
 
 
-def _frac(description: str, default: float) -> float | None:
-    return Field(default, ge=0, le=1, description=description + " None switches the rule off.")
-
-
-class GopherRepetitionConfig(StrictModel):
-    """Gopher's repetition removal (Rae et al. 2021, table A1). Drop reasons are the field names."""
-
-    enabled: bool = Field(True, description="False switches the whole block off.")
-    dup_para_frac: float | None = _frac("Max fraction of paragraphs that repeat an earlier one.", 0.30)
-    dup_para_char_frac: float | None = _frac("Max fraction of characters in repeated paragraphs.", 0.20)
-    dup_line_frac: float | None = _frac("Max fraction of lines that repeat an earlier one.", 0.30)
-    dup_line_char_frac: float | None = _frac("Max fraction of characters in repeated lines.", 0.20)
-    top_2gram_char_frac: float | None = _frac("Max character share of the top word 2-gram.", 0.20)
-    top_3gram_char_frac: float | None = _frac("Max character share of the top word 3-gram.", 0.18)
-    top_4gram_char_frac: float | None = _frac("Max character share of the top word 4-gram.", 0.16)
-    dup_5gram_char_frac: float | None = _frac("Max character share of duplicated 5-grams.", 0.15)
-    dup_6gram_char_frac: float | None = _frac("Max character share of duplicated 6-grams.", 0.14)
-    dup_7gram_char_frac: float | None = _frac("Max character share of duplicated 7-grams.", 0.13)
-    dup_8gram_char_frac: float | None = _frac("Max character share of duplicated 8-grams.", 0.12)
-    dup_9gram_char_frac: float | None = _frac("Max character share of duplicated 9-grams.", 0.11)
-    dup_10gram_char_frac: float | None = _frac("Max character share of duplicated 10-grams.", 0.10)
-
-
 class GopherRepetition(Block):
     """Drops documents that repeat paragraphs, lines or word n-grams too much (in that order)."""
 
@@ -201,51 +184,6 @@ class GopherRepetition(Block):
 
 
 # --- Gopher quality ------------------------------------------------------------------------------
-
-GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
-BULLETS = ("•", "‣", "◦", "⁃", "●", "○", "▪", "■", "·", "-", "–", "*")
-ELLIPSES = ("...", "…")
-
-
-class GopherQualityConfig(StrictModel):
-    """Gopher's quality filter (Rae et al. 2021, section A.1.1). Words as defined in the module doc.
-
-    The stop-word rule is English: it drops every document in a language without these words. The
-    quality stage runs on whatever languages language ID kept, so set `min_stop_words: null` (or
-    list the language's own stop words) when keeping other languages.
-    """
-
-    enabled: bool = Field(True, description="False switches the whole block off.")
-    min_words: int | None = Field(50, ge=0, description="Drop with fewer words (too_few_words).")
-    max_words: int | None = Field(100_000, ge=0, description="Drop with more words (too_many_words).")
-    min_mean_word_length: float | None = Field(
-        3, ge=0, description="Drop when the mean word length (characters) is below (short_mean_word_length)."
-    )
-    max_mean_word_length: float | None = Field(
-        10, ge=0, description="Drop when the mean word length is above (long_mean_word_length)."
-    )
-    max_hash_ratio: float | None = Field(0.1, ge=0, description="Max '#' characters per word (hash_ratio).")
-    max_ellipsis_ratio: float | None = Field(
-        0.1, ge=0, description="Max ellipses ('...' or '…') per word (ellipsis_ratio)."
-    )
-    max_bullet_lines_frac: float | None = _frac(
-        f"Max fraction of lines starting with a bullet, one of {' '.join(BULLETS)} (bullet_lines). "
-        "'-' counts, as in datatrove: trafilatura writes list items as '- item', so a page that is one "
-        "long list is dropped.",
-        0.90,
-    )
-    max_ellipsis_lines_frac: float | None = _frac(
-        "Max fraction of lines ending with an ellipsis (ellipsis_lines).", 0.30
-    )
-    min_alpha_words_frac: float | None = _frac(
-        "Min fraction of words that contain a letter (alpha_words).", 0.80
-    )
-    min_stop_words: int | None = Field(
-        2, ge=0, description="Min number of distinct `stop_words` present, case-insensitive (stop_words)."
-    )
-    stop_words: list[str] = Field(
-        default_factory=lambda: list(GOPHER_STOP_WORDS), description="Gopher's English stop words."
-    )
 
 
 class GopherQuality(Block):
@@ -293,14 +231,6 @@ class GopherQuality(Block):
 
 # Wikipedia-style markers, with the spaces before them ("big [1]." -> "big.").
 CITATION = re.compile(r"\s*(?:\[\d*\]|\[edit\]|\[citation needed\])", re.IGNORECASE)
-POLICY_PHRASES = (
-    "terms of use",
-    "privacy policy",
-    "cookie policy",
-    "uses cookies",
-    "use of cookies",
-    "use cookies",
-)
 # A sentence ends at terminal punctuation (plus closing quotes/brackets) followed by whitespace; text
 # after the last such point is a sentence too. "3.4 million" does not split; "Dr. Smith" does (NLTK's
 # punkt, which datatrove uses, knows common abbreviations; we accept a slight overcount).
@@ -311,33 +241,6 @@ C4_TERMINAL = (".", "?", "!", '"', "'")
 def count_sentences(line: str) -> int:
     """Sentences in one line, for C4's `min_sentences` (see `_SENTENCE_END`)."""
     return sum(1 for s in _SENTENCE_END.split(line) if s.strip())
-
-
-class C4Config(StrictModel):
-    """C4's line and page rules (Raffel et al. 2020, plus the rules of its code), as FineWeb uses them:
-    lines are removed from kept documents; a few findings drop the whole document."""
-
-    enabled: bool = Field(True, description="False switches the whole block off.")
-    max_word_length: int | None = Field(
-        1000, ge=1, description="Remove lines with a whitespace-separated word longer than this."
-    )
-    remove_citations: bool = Field(True, description="Strip Wikipedia-style markers: [1], [edit], ...")
-    require_terminal_punctuation: bool = Field(
-        False,
-        description="Remove lines that do not end in . ? ! \" ' (or end in '...'). Off by default, as in "
-        "FineWeb: it removes too much (headings, list items, captions).",
-    )
-    min_words_per_line: int | None = Field(3, ge=1, description="Remove lines with fewer words.")
-    remove_javascript_lines: bool = Field(True, description="Remove lines that mention 'javascript'.")
-    policy_phrases: list[str] = Field(
-        default_factory=lambda: list(POLICY_PHRASES),
-        description="Remove lines containing any of these (lowercase) phrases; [] switches it off.",
-    )
-    drop_lorem_ipsum: bool = Field(True, description="Drop the document on 'lorem ipsum' (lorem_ipsum).")
-    drop_curly_bracket: bool = Field(True, description="Drop the document on a '{' (curly_bracket).")
-    min_sentences: int | None = Field(
-        5, ge=0, description="Drop the document if fewer sentences remain (too_few_sentences)."
-    )
 
 
 class C4(Block):
@@ -400,29 +303,10 @@ class C4(Block):
 
 # --- FineWeb -------------------------------------------------------------------------------------
 
-FINEWEB_TERMINAL = (".", "!", "?", '"', "'", "”", "’", "。", "！", "？")
-
-
-class FineWebQualityConfig(StrictModel):
-    """FineWeb's own rules (Penedo et al. 2024), applied after C4 has removed lines."""
-
-    enabled: bool = Field(True, description="False switches the whole block off.")
-    min_line_punct_frac: float | None = _frac(
-        f"Min fraction of lines ending in terminal punctuation {' '.join(FINEWEB_TERMINAL)} "
-        "(line_punct_frac).",
-        0.12,
-    )
-    short_line_length: int = Field(30, ge=0, description="A line of at most this many characters is short.")
-    max_short_line_frac: float | None = _frac("Max fraction of short lines (short_line_frac).", 0.67)
-    max_dup_line_char_frac: float | None = _frac(
-        "Max fraction of characters in lines that repeat an earlier line (dup_line_char_frac).", 0.01
-    )
-    max_newline_per_word: float | None = Field(
-        0.3,
-        ge=0,
-        description="Max line breaks per word (newline_per_word); line breaks are counted between "
-        "non-blank lines, so blank lines do not add to them.",
-    )
+# A line ends a sentence when its last character is one of Unicode's Sentence_Terminal marks (those of
+# the scripts in common use), as in FineWeb's code (datatrove's TERMINAL_PUNCTUATION lists the same
+# marks and rarer ones). Not closing quotes: a line ending in '."' does not count, as in FineWeb.
+FINEWEB_TERMINAL = tuple("!.?։؝؞؟۔܀܁܂।॥၊။።፧፨។៕᠃᠉‼‽⁇⁈⁉。꓿꘎꘏︒﹒﹖﹗！．？｡")
 
 
 class FineWebQuality(Block):

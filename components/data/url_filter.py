@@ -26,71 +26,28 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 import fsspec
-from pydantic import Field
 
 from components.core.artifacts import Artifact
-from components.core.config import ConfigError, StageConfig
+from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
 from components.data.documents import (
     Block,
-    documents_artifacts,
-    dropped_urls,
     filter_documents,
-    load_labels,
+    filter_outputs,
     precision_recall,
 )
-from components.data.junk_truth import junk_truth
+from components.data.junk_truth import junk_truth, labelled_drops
 from components.data.pii import log_dropped_samples
-from components.io.documents import Document, iter_documents, ratio
+from components.data.url_filter_config import LIST_KINDS, SPEC, ListKind, UrlFilterConfig
+from components.io.documents import Document, ratio
 
-ListKind = Literal["domains", "urls", "banned_words", "soft_banned_words", "banned_subwords"]
-LIST_KINDS: tuple[ListKind, ...] = ("domains", "urls", "banned_words", "soft_banned_words", "banned_subwords")
 # The tiny world's junk classes that only a URL rule can catch: the truth this stage is scored on.
 URL_JUNK_CLASSES = frozenset({"blocklisted_domain", "banned_url_word"})
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
-
-
-class UrlFilterConfig(StageConfig):
-    """Blocklists and banned words applied to each document's URL."""
-
-    shipped_lists: list[ListKind] = Field(
-        default_factory=lambda: list(LIST_KINDS),
-        description="Which of our own lists (components/data/blocklists/<kind>.txt) to use; [] uses "
-        "only the user's lists.",
-    )
-    domain_lists: list[str] = Field(
-        default_factory=list,
-        description="Extra domain list files (local paths or URLs), one domain per line as in UT1's "
-        "`domains` files; a listed domain also blocks all its subdomains. Files are identified by path "
-        "in the cache key: after editing one, rerun with --force (or give it a new name).",
-    )
-    url_lists: list[str] = Field(
-        default_factory=list, description="Extra URL list files, one URL per line (scheme optional)."
-    )
-    banned_word_lists: list[str] = Field(
-        default_factory=list, description="Extra hard-banned word files: one such URL token drops."
-    )
-    soft_banned_word_lists: list[str] = Field(
-        default_factory=list, description="Extra soft-banned word files: `soft_word_threshold` of them drop."
-    )
-    banned_subword_lists: list[str] = Field(
-        default_factory=list, description="Extra banned sub-word files, matched inside the normalised URL."
-    )
-    soft_word_threshold: int = Field(
-        2, ge=1, description="Drop when at least this many different soft-banned words are URL tokens."
-    )
-    samples_per_reason: int = Field(
-        5, ge=0, description="Dropped documents per reason logged to MLflow (PII scrubbed)."
-    )
-
-    def external_inputs(self) -> list[str]:
-        lists = (self.domain_lists, self.url_lists, self.banned_word_lists, self.soft_banned_word_lists)
-        return [*(p for group in lists for p in group), *self.banned_subword_lists]
 
 
 # --- the lists ---------------------------------------------------------------------------------
@@ -315,16 +272,7 @@ def url_truth(
     return out | junk_truth(labels, entering, dropped)
 
 
-@stage(
-    "url_filter",
-    config=UrlFilterConfig,
-    inputs=("documents",),
-    optional_inputs=("labels",),
-    outputs=("documents", "dropped"),
-    cpus=0,  # fans out one Ray task per shard, each reserving its own CPU
-    passthrough={"documents": "documents"},
-    data_files=("components/data/blocklists",),
-)
+@stage(SPEC)
 def url_filter(
     ctx: StageContext, config: UrlFilterConfig, inputs: dict[str, Artifact]
 ) -> dict[str, Artifact]:
@@ -334,17 +282,11 @@ def url_filter(
     ctx.tracker.log_params({f"list_entries.{kind}": n for kind, n in lists.sizes().items()})
     ctx.log.info("url_filter lists: %s", lists.sizes())
     stats = filter_documents(ctx, inputs["documents"], functools.partial(make_blocks, config))
-    outputs = documents_artifacts(ctx, stats)
-    ctx.log_metrics(stats.metrics())
-    ctx.report(
-        documents_in=stats.documents_in,
-        dropped=stats.documents_in - stats.documents_out,
-        docs_per_s_per_cpu=stats.docs_per_cpu_second,
-    )
-    labels = load_labels(ctx.store, inputs.get("labels"))
-    if labels is not None:
-        entering = [d["url"] for d in iter_documents(ctx.store, inputs["documents"].uri, columns=["url"])]
-        truth = url_truth(labels, entering, dropped_urls(ctx.store, outputs["dropped"]))
+    dropped = stats.documents_in - stats.documents_out
+    outputs = filter_outputs(ctx, stats, documents_in=stats.documents_in, dropped=dropped)
+    scored = labelled_drops(ctx, inputs, outputs["dropped"])
+    if scored is not None:
+        truth = url_truth(*scored)
         ctx.log_metrics(truth)
         ctx.report(precision=truth["truth.precision"], recall=truth["truth.recall"])
     columns = ["id", "url", "drop_reason"]  # the URL is the evidence; the HTML would only be noise

@@ -4,9 +4,15 @@ Used by SFT (the SFT model beside the base model), PPO/GRPO (during training) an
 For each RL-format record (`prompt` messages, `answer`, `task`, plus extra info such as `competitors`):
 
 1. render the prompt with the generation prompt (`<|im_start|>assistant<|im_sep|>` appended);
-2. generate in batches with the KV cache until `<|im_end|>` (greedy at temperature 0: deterministic);
-3. read the reply with `assistant_reply` (text up to the first special token, whether it ended with
-   `<|im_end|>`, whether it leaked a role) and score it with the task's verifier.
+2. generate in batches with the KV cache until `<|im_end|>` (greedy at temperature 0: deterministic),
+   with the tool on (`tools=True`, when the tokenizer has the tool tokens): a call the model closes
+   is run and its result put into the context before the model continues (`components.model.tools`);
+3. read the reply with `assistant_reply` (text up to the first special token other than a tool token,
+   whether it ended with `<|im_end|>`, whether it leaked a role) and score it with the task's verifier:
+   the final answer, after any tool call, is what counts.
+
+`tools=False` runs the same model with the tool switched off: a call it writes is not run, and the
+model goes on to write a result of its own -- what the model knows without the tool.
 
 Metrics (`summarize`, computed from the samples alone, so several workers' samples can be merged):
 
@@ -14,7 +20,8 @@ Metrics (`summarize`, computed from the samples alone, so several workers' sampl
   task. Absent when no record is verifiable.
 - `format_compliance`: the reply ended with `<|im_end|>` AND leaked no role (no `<|im_start|>`/`<|im_sep|>`
   before its end, no "User:"-style header written as text); `ended_rate`, `leaked_role_rate` separately.
-- `mean_response_tokens`: generated tokens per reply, the closing `<|im_end|>` included.
+- `mean_response_tokens`: generated tokens per reply, the closing `<|im_end|>` and tool results included.
+- `tool_call_rate`: share of replies that opened at least one tool call (run or not).
 - `rm_score_mean` (with a reward model): the reward model's score of prompt + reply, read at the last
   generated token (the `<|im_end|>` of a finished reply), as RL reads it.
 - `n`: records evaluated; `skipped_too_long`: records whose prompt + `max_new_tokens` do not fit the
@@ -35,6 +42,7 @@ from components.eval.verifiers import verifier_names, verify
 from components.model.generate import generate
 from components.model.gpt import GPT
 from components.model.heads import ScalarHeadModel
+from components.model.tools import ToolRunner
 from components.tokenizer.bpe import eot_id
 from components.tokenizer.chat import ChatTokens, ChatTooLong, assistant_reply, render
 
@@ -69,18 +77,21 @@ def chat_eval(
     seed: int = 0,
     reward_model: ScalarHeadModel | None = None,
     limit: int | None = None,
+    tools: bool = True,
 ) -> ChatEval:
     """Generate a reply to each record's prompt and score it; see the module docstring.
 
     The model is put in eval mode for the generation and given back in the mode it came in. The
     samples follow the records' order: {prompt (messages), reply, answer, task, correct (1.0/0.0, None
-    when not verifiable), ended, leaked_role, response_tokens, rm_score (with a reward model), id}.
+    when not verifiable), ended, leaked_role, response_tokens, tool_calls, rm_score (with a reward
+    model), id}. `tools` runs the tool when the tokenizer has the tool tokens (module docstring).
     Raises ValueError before generating anything if a record names a task without a verifier."""
     records = list(records[:limit] if limit is not None else records)
     unknown = sorted({r["task"] for r in records if is_verifiable(r)} - set(verifier_names()))
     if unknown:
         raise ValueError(f"no verifier for task(s) {unknown}; register one with register_verifier")
     special = ChatTokens.of(tok)
+    runner = ToolRunner(tok) if tools and special.has_tools else None
     pad = eot_id(tok)
     device = next(model.parameters()).device
     budget = model.config.context_length - max_new_tokens
@@ -120,6 +131,7 @@ def chat_eval(
                 stop_tokens=[special.im_end],
                 pad_token_id=pad,
                 generator=generator,
+                tools=runner,
             )
             scores = None
             if reward_model is not None:
@@ -128,7 +140,7 @@ def chat_eval(
                     out.sequences.to(rm_device), out.attention_mask.to(rm_device)
                 ).float()
             for row, ((index, _), response) in enumerate(zip(chunk, out.response_lists(), strict=True)):
-                samples[index] = _sample(tok, records[index], response)
+                samples[index] = _sample(tok, records[index], response, special)
                 if scores is not None:
                     samples[index]["rm_score"] = float(scores[row])
     finally:
@@ -142,7 +154,21 @@ def chat_eval(
     return ChatEval(metrics, ordered)
 
 
-def _sample(tok: Tokenizer, record: Mapping[str, Any], response: list[int]) -> dict[str, Any]:
+def without_tools(
+    model: GPT, tok: Tokenizer, records: Sequence[Mapping[str, Any]], **kwargs: Any
+) -> dict[str, float]:
+    """The same model's accuracy with its tool switched off, beside the tool-assisted `accuracy`:
+    `no_tools_accuracy` and `no_tools_accuracy.<task>` (`chat_eval`'s keyword arguments apply). Empty when
+    the tokenizer has no tool tokens: the model cannot call a tool, so both runs would be the same."""
+    if not ChatTokens.of(tok).has_tools:
+        return {}
+    result = chat_eval(model, tok, records, tools=False, **kwargs)
+    return {f"no_tools_{k}": v for k, v in result.metrics.items() if k.startswith("accuracy")}
+
+
+def _sample(
+    tok: Tokenizer, record: Mapping[str, Any], response: list[int], special: ChatTokens
+) -> dict[str, Any]:
     reply = assistant_reply(tok, response)
     correct = None
     if is_verifiable(record):
@@ -157,6 +183,7 @@ def _sample(tok: Tokenizer, record: Mapping[str, Any], response: list[int]) -> d
         "ended": reply.ended,
         "leaked_role": reply.leaked_role,
         "response_tokens": len(response),
+        "tool_calls": sum(1 for t in response if t == special.tool_call) if special.has_tools else 0,
     }
 
 
@@ -172,6 +199,7 @@ def summarize(samples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     metrics["ended_rate"] = sum(ended) / n
     metrics["leaked_role_rate"] = sum(leaked) / n
     metrics["mean_response_tokens"] = sum(s["response_tokens"] for s in samples) / n
+    metrics["tool_call_rate"] = sum(1 for s in samples if s.get("tool_calls")) / n
     scored = [s for s in samples if s.get("correct") is not None]
     if scored:
         metrics["accuracy"] = sum(s["correct"] for s in scored) / len(scored)
@@ -205,4 +233,12 @@ def format_samples(samples: Sequence[Mapping[str, Any]], *, title: str = "", lim
     return "".join(lines)
 
 
-__all__ = ["ChatEval", "chat_eval", "format_samples", "is_verifiable", "summarize", "verifier_info"]
+__all__ = [
+    "ChatEval",
+    "chat_eval",
+    "format_samples",
+    "is_verifiable",
+    "summarize",
+    "verifier_info",
+    "without_tools",
+]

@@ -11,9 +11,15 @@ Because the tiny world's facts are known, the comparison says what each step of 
 - **the reward model** (`reward_model`): the RM score of every model's replies, and how well that score
   ranks correct replies above wrong ones (`reward_model.auc`: the probability that a verified-correct
   reply outscores a wrong one, over all models' held-out replies);
-- **RL** (`ppo`, `grpo`): verifier accuracy and RM score after optimising the RM (PPO) or the verifier
-  (GRPO); a rising RM score with a flat accuracy is reward hacking; bits per byte shows what RL (and SFT)
-  cost on web text (the alignment tax).
+- **RL** (`ppo`, `grpo`, `dpo`): verifier accuracy and RM score after optimising the RM (PPO), the
+  verifier (GRPO) or the preference pairs directly (DPO); a rising RM score with a flat accuracy is
+  reward hacking; bits per byte shows what RL (and SFT) cost on web text (the alignment tax);
+- **the recipe's claims** (`recipe_claims`, settings `claims`): per model, from many replies sampled
+  for each of the first verifiable held-out prompts, token entropy and distinct-1/2 (does RL lower
+  diversity?), pass@k and maj@k (do many samples and a vote beat one?); across models, pairwise win
+  rates of the greedy held-out replies judged by the verifier and by the reward model, with
+  Bradley-Terry ratings on the Elo scale (is base < SFT < RL?). The checks are flags
+  (``claims.accuracy.sft_lt_ppo``, ``claims.ppo_lowered_entropy``, ...) and lines in ``claims.txt``.
 
 Every input is optional; at least one model is required (a preflight check refuses a DAG without one).
 Each model is evaluated in its own Ray task (in-process without Ray), which loads the model and the
@@ -22,7 +28,8 @@ reward model, so the models of a run are measured in parallel on a cluster. Outp
     evaluation.json        every metric per model, per-relation benchmark accuracy, RM agreement, timings
     comparison.png         grouped bars per metric, one bar per model
     samples_<model>.jsonl  a few replies per task and split, with verdicts and RM scores
-    table.txt              the compact table that is also logged
+    table.txt              the compact table that is also logged (the claims' figures at its end)
+    claims.txt             the win-rate matrices and the recipe's checks, one line each
 
 Headline metrics are ``<model>.<metric>`` (``sft.accuracy``, ``grpo.accuracy``, ``ppo.rm_score``,
 ``base.benchmark_acc``, ``base.bpb``, ...); unprefixed chat metrics are on held-out prompts, ``seen_*`` on
@@ -47,9 +54,18 @@ from components.core.parallel import ray_running
 from components.core.stage import StageContext, stage
 from components.core.staging import StagedInputs, restage
 from components.eval.bits_per_byte import corpus_bits_per_byte
-from components.eval.chat_eval import chat_eval, format_samples
-from components.eval.evaluate_config import MODELS, SPEC, EvaluateConfig, check_inputs
+from components.eval.chat_eval import chat_eval, format_samples, without_tools
+from components.eval.claims_sampling import sample_claims
+from components.eval.evaluate_config import MODELS, RL_MODELS, SPEC, EvaluateConfig, check_inputs
 from components.eval.multiple_choice import benchmark_items, score_items
+from components.eval.recipe_claims import (
+    JUDGES,
+    bradley_terry,
+    format_matrix,
+    pairwise_scores,
+    recipe_checks,
+    win_rates,
+)
 from components.io.trl import load_prompts
 from components.model.checkpoint import load_model_dir
 from components.model.heads import load_scalar_model_dir
@@ -71,11 +87,25 @@ TABLE = (
     "ended_rate",
     "leaked_role_rate",
     "mean_response_tokens",
+    "no_tools_accuracy",  # tool use: the same model with its tool switched off
+    "tool_call_rate",
     "seen_rm_score",
     "val_loss",
     "lm_eval_acc",
     "lm_eval_acc_norm",
 )
+
+
+def claims_rows(ks: Sequence[int]) -> tuple[str, ...]:
+    """The recipe's claims in the table, after TABLE (`recipe_claims`)."""
+    return (
+        "entropy",
+        "distinct_1",
+        "distinct_2",
+        *(f"pass_at_{k}" for k in ks),
+        *(f"maj_at_{k}" for k in ks),
+        *(f"{kind}_{judge}" for judge in JUDGES for kind in ("win_rate", "elo")),
+    )
 
 
 # --- one model's evaluation (a Ray task) ---------------------------------------------------------------
@@ -187,7 +217,37 @@ def evaluate_model(job: ModelJob) -> dict[str, Any]:
                 key = "rm_score" if key == "rm_score_mean" else key
                 metrics[f"{prefix}{key}"] = float(value)
             out["samples"][split] = result.samples
+            # -- tool use (owned with components.eval.chat_eval): held-out accuracy without the tool --
+            if split == "test":
+                metrics.update(
+                    without_tools(
+                        model,
+                        tok,
+                        records,
+                        max_new_tokens=cfg.max_new_tokens,
+                        batch_size=cfg.batch_size,
+                        temperature=cfg.temperature,
+                        seed=job.seed,
+                    )
+                )
+            # -- end of tool use --
             seconds[f"chat_{split}"] = time.perf_counter() - started
+        claims = cfg.claims
+        if claims.prompts and job.prompts.get("test"):
+            found = sample_claims(
+                model,
+                tok,
+                job.prompts["test"],
+                prompts=claims.prompts,
+                samples=claims.samples,
+                ks=claims.ks,
+                temperature=claims.temperature,
+                max_new_tokens=claims.max_new_tokens or cfg.max_new_tokens,
+                batch_size=claims.batch_size,
+                seed=job.seed,
+            )
+            seconds["claims"] = found.pop("claims_seconds")
+            metrics.update({k: v for k, v in found.items() if v is not None})
     return out
 
 
@@ -240,6 +300,34 @@ def _on_this_node(fn: Callable[[ModelJob], dict[str, Any]], job: ModelJob, stage
 
 
 # --- what the stage derives from all models ----------------------------------------------------------
+
+
+def judged_claims(
+    per_model: dict[str, dict], table_metrics: dict[str, dict[str, float]], config: EvaluateConfig
+) -> tuple[dict[str, Any], dict[str, float], str]:
+    """Win rates and ratings of the models' greedy held-out replies by each judge (added to
+    `table_metrics` as win_rate_<judge>, elo_<judge>) and the recipe's checks: (the report's `claims`
+    section, the checks' flags, the claims text: win-rate matrices and one line per check)."""
+    replies = {n: r["samples"].get("test", []) for n, r in per_model.items()}
+    section: dict[str, Any] = {"win_rates": {}, "games": {}, "ratings": {}}
+    texts = []
+    for judge in JUDGES:
+        score, games = pairwise_scores(replies, judge)
+        rate, mean = win_rates(score, games)
+        ratings = bradley_terry(score, games, prior=config.claims.rating_prior)
+        section["win_rates"][judge], section["games"][judge], section["ratings"][judge] = rate, games, ratings
+        for name in per_model:
+            for key, value in ((f"win_rate_{judge}", mean[name]), (f"elo_{judge}", ratings[name])):
+                if value is not None:
+                    table_metrics[name][key] = value
+        if any(v is not None for v in ratings.values()):
+            texts.append(
+                format_matrix(rate, f"win rate of the row model against the column model, judged by {judge}")
+            )
+    flags, lines = recipe_checks(table_metrics, [m for m in RL_MODELS if m in per_model])
+    section["checks"] = lines
+    text = "\n\n".join([*texts, "the recipe's claims:\n" + "\n".join(lines or ["(nothing to compare)"])])
+    return section, flags, text
 
 
 def write_report(
@@ -435,6 +523,8 @@ def evaluate(ctx: StageContext, config: EvaluateConfig, inputs: dict[str, Artifa
         "config": config.model_dump(mode="json"),
     }
     headline: dict[str, float] = {}
+    report["claims"], flags, claims_text = judged_claims(per_model, table_metrics, config)
+    headline |= {f"claims.{k}": v for k, v in flags.items()}
     if "reward_model" in inputs and prompts:
         pooled = [s for r in per_model.values() for s in r["samples"].get("test", [])]
         auc, pairs = rm_auc(pooled)
@@ -443,9 +533,10 @@ def evaluate(ctx: StageContext, config: EvaluateConfig, inputs: dict[str, Artifa
         if auc is not None:
             headline["reward_model.auc"] = auc
 
-    table = format_table(table_metrics)
+    table = format_table(table_metrics, (*TABLE, *claims_rows(config.claims.ks)))
     with ctx.output_dir("report") as out_dir:
         write_report(out_dir, per_model, report, table, config)
+        (out_dir / "claims.txt").write_text(claims_text + "\n")
 
     # Headline: each metric across the models before the next metric, so the run summary's first
     # columns compare the models on accuracy.
@@ -460,8 +551,9 @@ def evaluate(ctx: StageContext, config: EvaluateConfig, inputs: dict[str, Artifa
         everything |= {f"{n}.benchmark_acc.{rel}": v["acc"] for rel, v in r["by_relation"].items()}
     ctx.log_metrics({k: v for k, v in everything.items() if k not in headline and not math.isnan(v)})
     ctx.report(**headline)
-    ctx.log.info("evaluated %d model(s) in %.1fs:\n%s", len(models), wall, table)
+    ctx.log.info("evaluated %d model(s) in %.1fs:\n%s\n\n%s", len(models), wall, table, claims_text)
     ctx.tracker.log_text(table + "\n", "evaluation_table.txt")
+    ctx.tracker.log_text(claims_text + "\n", "evaluation_claims.txt")
     for path in sorted(out_dir.iterdir()):
         ctx.tracker.log_artifact(path, "report")
     for name, r in per_model.items():

@@ -7,17 +7,52 @@ import importlib.util
 from collections.abc import Collection
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from components.core.config import ConfigError, StageConfig
+from components.core.config import ConfigError, StageConfig, StrictModel
 from components.core.stage import stage_spec
 
-MODELS = ("base", "sft", "ppo", "grpo")  # input names, in recipe order
+MODELS = ("base", "sft", "ppo", "grpo", "dpo")  # input names, in recipe order
+RL_MODELS = ("ppo", "grpo", "dpo")  # what the recipe's claims compare with SFT
+
+
+class ClaimsSettings(StrictModel):
+    """The recipe's claims (`recipe_claims`): many sampled replies per verifiable held-out prompt for
+    entropy, distinct-n, pass@k and maj@k; win rates and ratings from the greedy replies. The defaults
+    cost the tiny demo's models about 15 CPU-seconds each (18 at 40 prompts, measured with
+    tests/bench/claims_cost.py), so about 40 s for five models on 2 CPU cores."""
+
+    prompts: int = Field(
+        32, ge=0, description="Verifiable held-out prompts sampled per model (the first N); 0 = no sampling."
+    )
+    samples: int = Field(16, ge=1, description="Replies sampled per prompt (n of pass@k).")
+    ks: tuple[int, ...] = Field((1, 4, 16), description="The k of pass@k and maj@k; each at most `samples`.")
+    temperature: float = Field(
+        1.0, gt=0, description="Sampling temperature (the entropy is that of the tempered distribution)."
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Longest sampled reply; None = evaluate's max_new_tokens."
+    )
+    batch_size: int = Field(
+        128, ge=1, description="Rows per sampling batch: batch_size // samples prompts, each `samples` times."
+    )
+    rating_prior: float = Field(
+        1.0,
+        ge=0,
+        description="Virtual tied games per pair of models in the Bradley-Terry ratings (keeps a model "
+        "that wins every game finite); 0 = the plain maximum-likelihood fit.",
+    )
+
+    @model_validator(mode="after")
+    def _check_ks(self) -> ClaimsSettings:
+        if not self.ks or min(self.ks) < 1 or max(self.ks) > self.samples:
+            raise ValueError(f"claims.ks {list(self.ks)} must be between 1 and claims.samples {self.samples}")
+        return self
 
 
 class EvaluateConfig(StageConfig):
     """What the evaluate stage measures and how much of it. The defaults are the `tiny` demo's: four
-    models on 2 CPU cores in about half a minute."""
+    models on 2 CPU cores in about half a minute, and the claims' sampling (`ClaimsSettings`) on top."""
 
     max_prompts: int | None = Field(
         64,
@@ -59,6 +94,9 @@ class EvaluateConfig(StageConfig):
     torch_threads: int | None = Field(
         None, ge=1, description="Torch threads per model task; None = its reserved CPUs (Ray's default)."
     )
+    claims: ClaimsSettings = Field(
+        default_factory=ClaimsSettings, description="Entropy, distinct-n, pass@k, maj@k, win rates, ratings."
+    )
     lm_eval: bool = Field(
         False,
         description="Also score the benchmark through lm-evaluation-harness (our `gptrecipe` model adapter "
@@ -73,7 +111,7 @@ def check_inputs(config: StageConfig, available: Collection[str]) -> None:
     if not any(m in available for m in MODELS):
         raise ConfigError(
             f"evaluate has no model to evaluate: wire at least one of the inputs {', '.join(MODELS)} "
-            "(pretrain.model, sft.model, ppo.policy, grpo.policy) or switch evaluate off"
+            "(pretrain.model, sft.model, ppo.policy, grpo.policy, dpo.policy) or switch evaluate off"
         )
     if getattr(config, "lm_eval", False) and importlib.util.find_spec("lm_eval") is None:
         raise ConfigError(

@@ -24,6 +24,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from components.core.registry import registering
+
 Verifier = Callable[..., float]
 
 _REGISTRY: dict[str, Verifier] = {}
@@ -33,14 +35,7 @@ def register_verifier(name: str, *, overwrite: bool = False) -> Callable[[Verifi
     """Decorator that registers `fn` as the verifier of task `name`; re-registering needs `overwrite`."""
     if not name or not isinstance(name, str):
         raise ValueError(f"verifier name must be a non-empty string, got {name!r}")
-
-    def add(fn: Verifier) -> Verifier:
-        if name in _REGISTRY and not overwrite and _REGISTRY[name] is not fn:
-            raise ValueError(f"a verifier named {name!r} is already registered (pass overwrite=True)")
-        _REGISTRY[name] = fn
-        return fn
-
-    return add
+    return registering(_REGISTRY, name, "verifier", overwrite=overwrite)
 
 
 def get_verifier(name: str) -> Verifier:

@@ -35,6 +35,15 @@ def list_shards(store: ArtifactStore, uri: str) -> list[str]:
     return [n for n in store.listdir(uri) if n.endswith(".parquet")]
 
 
+def count_documents(store: ArtifactStore, uri: str) -> int:
+    """Rows of a documents directory, from the Parquet footers (no data read)."""
+    total = 0
+    for shard in list_shards(store, uri):
+        with store.open(store.join(uri, shard)) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
 def read_documents(store: ArtifactStore, uri: str, columns: list[str] | None = None) -> list[Document]:
     with store.open(uri) as f:
         shard = pq.ParquetFile(f)

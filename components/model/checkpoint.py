@@ -34,7 +34,6 @@ VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
-_RESERVED_KEYS = frozenset({"format", "version", "model"})
 
 
 class CheckpointError(ValueError):
@@ -111,15 +110,33 @@ def save_model_dir(
     Everything is written into a temporary directory beside ``path`` and renamed into place, so a
     reader never sees a half-written directory and a killed writer leaves only a ``.tmp-`` directory.
     An existing non-empty ``path`` is refused unless ``overwrite``. Returns ``path``."""
+    header = {"format": FORMAT, "version": VERSION}
+    return write_model_dir(
+        model, path, header, tokenizer_path=tokenizer_path, extra=extra, overwrite=overwrite
+    )
+
+
+def write_model_dir(
+    model: nn.Module,
+    path: str | Path,
+    header: Mapping[str, Any],
+    *,
+    tokenizer_path: str | Path | None = None,
+    extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model directory of any format: config.json is ``header`` (format, version...), then
+    ``"model"`` (``model.config``, a GPTConfig), then ``extra``, which may not set a key of the first two.
+    Atomic and refusing a non-empty ``path`` unless ``overwrite``, as `save_model_dir` describes."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"cannot write a model directory at {path}: a file is there")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise FileExistsError(f"{path} already holds files; pass overwrite=True to replace it")
     extra = dict(extra or {})
-    if clash := sorted(_RESERVED_KEYS & extra.keys()):
+    if clash := sorted((header.keys() | {"model"}) & extra.keys()):
         raise ValueError(f"extra metadata may not set the reserved config.json keys {clash}")
-    config = {"format": FORMAT, "version": VERSION, "model": model.config.model_dump(mode="json"), **extra}
+    config = {**header, "model": model.config.model_dump(mode="json"), **extra}
     try:
         config_text = json.dumps(config, indent=2) + "\n"
     except (TypeError, ValueError) as e:
@@ -160,6 +177,14 @@ def _move_into_place(tmp: Path, path: Path) -> None:
 
 def read_model_config(path: str | Path) -> dict[str, Any]:
     """The config.json of a model directory, checked to be ours and of a version we can read."""
+    return read_dir_config(path, FORMAT, VERSION)
+
+
+def read_dir_config(
+    path: str | Path, format: str, version: int, hints: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The config.json of a model directory of ``format``, checked to be one, of ``version`` or older,
+    and to hold a 'model' section. ``hints`` add a word to the error for a directory of another format."""
     file = Path(path) / CONFIG_FILE
     if not Path(path).is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")
@@ -169,17 +194,35 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
         config = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{file}: cannot read it as JSON: {e}") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        found = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise CheckpointError(f"{file}: format is {found!r}, expected {FORMAT!r}")
-    version = config.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    found = config.get("format") if isinstance(config, dict) else type(config).__name__
+    if found != format:
+        hint = (hints or {}).get(found, "") if isinstance(found, str) else ""
+        raise CheckpointError(f"{file}: format is {found!r}, expected {format!r}{hint}")
+    found_version = config.get("version")
+    if not isinstance(found_version, int) or found_version > version:
         raise CheckpointError(
-            f"{file}: format version {version!r}; this gptrecipe reads version {VERSION} or older"
+            f"{file}: format version {found_version!r}; this gptrecipe reads version {version} or older"
         )
     if not isinstance(config.get("model"), dict):
         raise CheckpointError(f"{file}: the 'model' section with the GPT config is missing")
     return config
+
+
+def read_weights(
+    path: str | Path, device: str | torch.device, dtype: torch.dtype | None
+) -> tuple[dict[str, Tensor], torch.dtype]:
+    """(state dict, dtype) from a model directory's safetensors file, without pickle; ``dtype`` None
+    means the dtype the weights were saved in."""
+    weights_file = Path(path) / WEIGHTS_FILE
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"{weights_file} is missing")
+    try:
+        state = load_file(str(weights_file), device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights_file}: not a readable safetensors file: {e}") from None
+    if dtype is None:
+        dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+    return state, dtype
 
 
 def load_model_dir(
@@ -190,17 +233,10 @@ def load_model_dir(
     path = Path(path)
     config = read_model_config(path)
     gpt_config = validate(GPTConfig, config["model"], f"{path / CONFIG_FILE} (section 'model')")
-    weights_file = path / WEIGHTS_FILE
-    if not weights_file.is_file():
-        raise FileNotFoundError(f"{weights_file} is missing")
-    try:
-        state = load_file(str(weights_file), device=str(device))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{weights_file}: not a readable safetensors file: {e}") from None
-    if dtype is None:
-        dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+    state, dtype = read_weights(path, device, dtype)
     with torch.device(device):
         model = GPT(gpt_config)
     model.to(dtype=dtype)
-    load_state_compatible(model, state, source=f"weights file {weights_file} (config from {CONFIG_FILE})")
+    source = f"weights file {path / WEIGHTS_FILE} (config from {CONFIG_FILE})"
+    load_state_compatible(model, state, source=source)
     return model.eval(), config

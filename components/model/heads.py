@@ -23,35 +23,28 @@ Scalar-model directories mirror GPT model directories (`components.model.checkpo
 
 from __future__ import annotations
 
-import json
-import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from components.core.config import validate
 from components.model.checkpoint import (
     CONFIG_FILE,
-    TOKENIZER_FILE,
     WEIGHTS_FILE,
-    CheckpointError,
-    _move_into_place,
     load_model_dir,
     load_state_compatible,
-    state_for_saving,
+    read_dir_config,
+    read_weights,
+    write_model_dir,
 )
 from components.model.gpt import GPT, GPTConfig
 
 FORMAT = "gptrecipe-scalar"
 VERSION = 1
 ScalarKind = Literal["reward_model", "critic"]
-_RESERVED_KEYS = frozenset({"format", "version", "kind", "model"})
 
 
 def last_token_index(attention_mask: Tensor) -> Tensor:
@@ -133,67 +126,17 @@ def save_scalar_model_dir(
     """Write `model` as a scalar-model directory at `path` (atomically: a temporary directory renamed
     into place). `extra` adds JSON keys to config.json (a reward model's `reward_stats`, training
     summary...). An existing non-empty `path` is refused unless `overwrite`. Returns `path`."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"cannot write a model directory at {path}: a file is there")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path} already holds files; pass overwrite=True to replace it")
-    extra = dict(extra or {})
-    if clash := sorted(_RESERVED_KEYS & extra.keys()):
-        raise ValueError(f"extra metadata may not set the reserved config.json keys {clash}")
-    config = {
-        "format": FORMAT,
-        "version": VERSION,
-        "kind": kind,
-        "model": model.config.model_dump(mode="json"),
-        **extra,
-    }
-    try:
-        config_text = json.dumps(config, indent=2) + "\n"
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"extra metadata for {path} is not JSON-serialisable: {e}") from None
-    if tokenizer_path is not None and not Path(tokenizer_path).is_file():
-        raise FileNotFoundError(f"tokenizer file {tokenizer_path} does not exist")
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    try:
-        (tmp / CONFIG_FILE).write_text(config_text)
-        save_file(state_for_saving(model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        if tokenizer_path is not None:
-            shutil.copyfile(tokenizer_path, tmp / TOKENIZER_FILE)
-        _move_into_place(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    header = {"format": FORMAT, "version": VERSION, "kind": kind}
+    return write_model_dir(
+        model, path, header, tokenizer_path=tokenizer_path, extra=extra, overwrite=overwrite
+    )
 
 
 def read_scalar_config(path: str | Path) -> dict[str, Any]:
     """The config.json of a scalar-model directory, checked to be one and of a version we read."""
-    path = Path(path)
-    file = path / CONFIG_FILE
-    if not path.is_dir():
-        raise FileNotFoundError(f"model directory {path} does not exist")
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} is missing: {path} is not a model directory")
-    try:
-        config = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{file}: cannot read it as JSON: {e}") from None
-    found = config.get("format") if isinstance(config, dict) else type(config).__name__
-    if found != FORMAT:
-        hint = " (a GPT model directory: use scalar_model_from_gpt)" if found == "gptrecipe-gpt" else ""
-        raise CheckpointError(f"{file}: format is {found!r}, expected {FORMAT!r}{hint}")
-    version = config.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise CheckpointError(
-            f"{file}: format version {version!r}; this gptrecipe reads version {VERSION} or older"
-        )
-    if not isinstance(config.get("model"), dict):
-        raise CheckpointError(f"{file}: the 'model' section with the GPT config is missing")
-    return config
+    return read_dir_config(
+        path, FORMAT, VERSION, {"gptrecipe-gpt": " (a GPT model directory: use scalar_model_from_gpt)"}
+    )
 
 
 def load_scalar_model_dir(
@@ -203,19 +146,11 @@ def load_scalar_model_dir(
     path = Path(path)
     config = read_scalar_config(path)
     gpt_config = validate(GPTConfig, config["model"], f"{path / CONFIG_FILE} (section 'model')")
-    weights_file = path / WEIGHTS_FILE
-    if not weights_file.is_file():
-        raise FileNotFoundError(f"{weights_file} is missing")
-    try:
-        state = load_file(str(weights_file), device=str(device))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{weights_file}: not a readable safetensors file: {e}") from None
-    if dtype is None:
-        dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+    state, dtype = read_weights(path, device, dtype)
     with torch.device(device):
         model = ScalarHeadModel(GPT(gpt_config))
     model.to(dtype=dtype)
-    load_state_compatible(model, state, source=f"weights file {weights_file}")
+    load_state_compatible(model, state, source=f"weights file {path / WEIGHTS_FILE}")
     return model.eval(), config
 
 

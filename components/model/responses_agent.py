@@ -72,6 +72,7 @@ class GPTRecipeAgent(ResponsesAgent):
 
     def reply(self, request: ResponsesAgentRequest) -> str:
         from components.model.generate import generate
+        from components.model.tools import ToolRunner
         from components.tokenizer.bpe import eot_id
         from components.tokenizer.chat import ChatTokens, assistant_reply, render
 
@@ -96,6 +97,8 @@ class GPTRecipeAgent(ResponsesAgent):
             top_p=request.top_p,
             stop_tokens=[ChatTokens.of(self.tok).im_end, eot_id(self.tok)],
             generator=generator,
+            # The model's tool (exact arithmetic, letter counts) runs as in evaluation and serving.
+            tools=ToolRunner(self.tok) if ChatTokens.of(self.tok).has_tools else None,
         )
         return assistant_reply(self.tok, out.response_lists()[0]).text
 

@@ -14,6 +14,7 @@ import path of a Serve config file (`serve run infra/serve/gptrecipe.yaml`, a Ra
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -58,26 +59,25 @@ def create_app(service: Service) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         req = parse_body(await request.body(), ChatCompletionRequest)
-        if req.stream:
-            return StreamingResponse(
-                service.chat_stream(req), media_type="text/event-stream", headers=SSE_HEADERS
-            )
-        return await service.chat(req)
+        return _event_stream(service.chat_stream(req)) if req.stream else await service.chat(req)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
         req = parse_body(await request.body(), CompletionRequest)
-        if req.stream:
-            return StreamingResponse(
-                service.completions_stream(req), media_type="text/event-stream", headers=SSE_HEADERS
-            )
-        return await service.completions(req)
+        return (
+            _event_stream(service.completions_stream(req)) if req.stream else await service.completions(req)
+        )
 
     @app.post("/v1/score")
     async def score(request: Request) -> Any:
         return await service.score(parse_body(await request.body(), ScoreRequest))
 
     return app
+
+
+def _event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    """A streamed reply: server-sent events, as OpenAI's API streams."""
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def _deployment_class():

@@ -53,6 +53,19 @@ class ServeConfig(StrictModel):
         1024, ge=1, description="Largest max_tokens a request may ask for; more is a 400 naming max_tokens."
     )
     max_n: int = Field(8, ge=1, description="Largest `n` (choices per request).")
+    stream_interval: float = Field(
+        0.02,
+        ge=0,
+        description="Seconds a stream waits after one chunk before it sends the tokens decoded meanwhile "
+        "as the next (the first token goes out at once); 0 = a chunk per decoded token. Under load every "
+        "chunk costs the replica, the proxy and the client more CPU than decoding its token.",
+    )
+    tools: bool = Field(
+        True,
+        description="Chat replies may call the model's tool (an expression evaluator): the engine runs each "
+        "call and feeds its result back, and the reply shows both. Off, or a model without tool tokens: "
+        "calls are plain text. Completions never run tools.",
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="torch.set_num_threads in the replica; None = leave torch's default."
     )

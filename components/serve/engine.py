@@ -10,7 +10,9 @@ for a whole batch to finish: the difference from `@serve.batch`, which batches w
 The KV cache is the model's own `KVCache`, used as a pool of rows:
 
 - rows 0..n-1 are the active sequences (a finished one's row is refilled by moving the last row in);
-  each step runs the model on a view of those n rows only, so one request alone costs a batch of 1;
+  each step runs the model on a view of those n rows only, so one request alone costs a batch of 1,
+  and of the positions from the oldest active sequence's first key on, so attention reads what the
+  active sequences span, not the whole context the write position has travelled;
 - all rows share one write position (`length`); a row's keys are right-aligned below it, and its
   `key_mask` marks which cached positions are its own tokens. Position ids come from each row's own
   count (`next_position`), so where the keys sit in the cache changes nothing in the attention: keys
@@ -25,6 +27,11 @@ one uniform per sampled token, turned into a token by inverse CDF over that row'
 nucleus-filtered) distribution. All rows are sampled by the same few tensor ops at once, yet a request's
 tokens do not depend on who else is in the batch: the same seed gives the same text alone or batched
 (up to float rounding of the batched matmuls, which the tests check stays below sampling's resolution).
+
+Tool calls (chat sequences, `SamplingParams.tools`): after each token the engine asks its `ToolRunner`
+whether the sequence just closed a call; if so, the result's tokens are fed in, one per step like sampled
+ones (reported, so the reply shows the call and its result, but never taken as a stop), and sampling
+resumes after them -- the same protocol `components.model.generate` follows for evaluation and RL.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import torch
 from torch import Tensor
 
 from components.model.gpt import GPT, KVCache
+from components.model.tools import ToolRunner
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,7 @@ class SamplingParams:
     top_logprobs: int = 0  # alternatives reported with each token's log-prob (0 = only the token's)
     want_logprobs: bool = False  # report the log-prob of every generated token
     prompt_logprobs: bool = False  # report the log-prob of every prompt token (echo)
+    tools: bool = False  # run the engine's tool on each call this sequence makes (chat requests)
 
 
 @dataclass
@@ -86,6 +95,8 @@ class Ticket:
     rng: random.Random | None = None  # the sequence's own source of sampling randomness
     start: int = 0  # cache index of the sequence's first key
     done: bool = False  # its last event (with a finish_reason) was sent
+    tokens: list[int] = field(default_factory=list)  # generated so far (what a tool call is read from)
+    forced: list[int] = field(default_factory=list)  # a tool's result, fed in before sampling resumes
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -94,8 +105,9 @@ class Ticket:
 class Engine:
     """A background thread that runs every submitted sequence through `model` (in eval mode)."""
 
-    def __init__(self, model: GPT, *, max_batch_size: int = 16) -> None:
+    def __init__(self, model: GPT, *, max_batch_size: int = 16, tools: ToolRunner | None = None) -> None:
         self.model = model.eval()
+        self.tools = tools  # runs the calls of sequences with `params.tools`
         self.max_batch_size = max_batch_size
         self.device = next(model.parameters()).device
         self.capacity = model.config.context_length
@@ -105,6 +117,7 @@ class Engine:
         self._cache = self._new_cache()
         self._thread: threading.Thread | None = None
         self.steps = 0  # decoding steps run (for tests and the benchmark)
+        self.prefills = 0  # prefill forwards run (each for one or more newcomers)
         self.max_rows_seen = 0  # the largest batch one step decoded
         self.compactions = 0  # left shifts of the cache to make room
         self.cancelled = 0  # sequences dropped before they finished (their client went away)
@@ -172,7 +185,7 @@ class Engine:
                 except queue.Empty:
                     item = ...
             try:
-                with torch.no_grad():
+                with torch.inference_mode():
                     self._drop_cancelled()
                     self._admit()
                     if self._active:
@@ -256,6 +269,7 @@ class Engine:
             ids[j, P - len(t.prompt) :] = torch.as_tensor(t.prompt)
             mask[j, P - len(t.prompt) :] = 1
         prefill = KVCache(P)
+        self.prefills += 1
         hidden = self.model.hidden_states(
             ids.to(self.device), attention_mask=mask.to(self.device), kv_cache=prefill
         )
@@ -345,14 +359,21 @@ class Engine:
         tickets = [self._active[row] for row in rows]
         tokens = self._sample(tickets, logits)
         for k, (t, token) in enumerate(zip(tickets, tokens, strict=True)):
+            forced = bool(t.forced)
+            if forced:  # a tool result's token: fed to the model like a sampled one, never a stop
+                token = t.forced.pop(0)
             event = Event(token=token, prompt_logprobs=prompt_lps[k] if prompt_lps else None)
-            if t.params.want_logprobs:
+            if t.params.want_logprobs and not forced:
                 logp = logits[k].log_softmax(dim=-1)
                 event.logprob = float(logp[token])
                 event.top_logprobs = self._top(logp, t.params.top_logprobs)
             t.generated += 1
             t.pending = token
-            if token in t.params.stop_tokens:
+            if t.params.tools and self.tools is not None:
+                t.tokens.append(token)
+                if not forced:
+                    t.forced.extend(self.tools.after_token(t.tokens) or [])
+            if token in t.params.stop_tokens and not forced:
                 event.finish_reason = "stop"
             elif t.generated >= t.params.max_tokens:
                 event.finish_reason = "length"
@@ -372,17 +393,21 @@ class Engine:
         if c.length + 1 > self.capacity:
             self._shift(-min(t.start for t in self._active))
             self.compactions += 1
-        # A view of rows 0..n-1: slices share memory, so the model's writes land in the pool.
-        view = KVCache(self.capacity)
-        view.length = c.length
-        view.keys = {layer: k[:n] for layer, k in c.keys.items()}
-        view.values = {layer: v[:n] for layer, v in c.values.items()}
-        view.key_mask = c.key_mask[:n]
+        # A view of rows 0..n-1 and of the positions from the oldest row's first key on: slices share
+        # memory, so the model's writes land in the pool, and attention only reads the window the active
+        # rows use. Left of it every row's keys are masked out anyway, and arrivals keep pushing the
+        # write position right, so without the window a step would attend over most of the context.
+        lo = min(t.start for t in self._active)
+        view = KVCache(self.capacity - lo)
+        view.length = c.length - lo
+        view.keys = {layer: k[:n, :, lo:] for layer, k in c.keys.items()}
+        view.values = {layer: v[:n, :, lo:] for layer, v in c.values.items()}
+        view.key_mask = c.key_mask[:n, lo:]
         view.next_position = c.next_position[:n]
         tokens = torch.tensor([[t.pending] for t in self._active], dtype=torch.long, device=self.device)
         hidden = self.model.hidden_states(tokens, kv_cache=view)
         logits = self.model.lm_head(hidden[:, -1]).float()
-        c.length = view.length
+        c.length = view.length + lo
         c.next_position[:n] = view.next_position
         self.steps += 1
         self.max_rows_seen = max(self.max_rows_seen, n)

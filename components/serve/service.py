@@ -25,6 +25,7 @@ import torch
 from components.io.chat import ChatFormatError, validate_messages
 from components.model.checkpoint import TOKENIZER_FILE, load_model_dir
 from components.model.heads import load_scalar_model_dir
+from components.model.tools import ToolRunner
 from components.serve import sse
 from components.serve.config import ServeConfig
 from components.serve.engine import Engine, Event, SamplingParams, Ticket
@@ -70,6 +71,10 @@ class ChoiceText:
 
     def add(self, event: Event) -> str:
         """Take one engine event; return the new text it makes safe to show."""
+        if self.finish_reason is not None:
+            # A stop string ended it before the engine saw the cancel: tokens decoded after it count
+            # nowhere (usage included), however many arrived in the same batch.
+            return ""
         new = ""
         if event.token is not None:
             self.tokens += 1
@@ -117,18 +122,28 @@ class _Run:
         finally:  # also when the consumer stops early: a disconnected client, an error
             self.close()
 
-    async def batches(self) -> AsyncIterator[list[tuple[int, Event]]]:
+    async def batches(self, interval: float = 0.0) -> AsyncIterator[list[tuple[int, Event]]]:
         """Like `events`, but everything already queued at once: a stream then writes the tokens that
-        arrived together as one HTTP chunk (under load, a chunk per token costs more than decoding it)."""
+        arrived together as one HTTP chunk (under load, a chunk per token costs more than decoding it).
+
+        With an `interval` (seconds), a batch that follows another waits until that long after the
+        previous one, gathering the tokens decoded meanwhile; the first batch (the first token) and
+        one that ends the last sequence go out at once."""
+        loop = asyncio.get_running_loop()
+        last: float | None = None
         try:
             while self.open:
                 batch = [await self.queue.get()]
+                ending = self.open == {batch[0][0]} and batch[0][1].finish_reason is not None
+                if last is not None and not ending and (wait := last + interval - loop.time()) > 0:
+                    await asyncio.sleep(wait)
                 while not self.queue.empty():
                     batch.append(self.queue.get_nowait())
                 for index, event in batch:
                     if event.finish_reason is not None:
                         self.open.discard(index)
                 yield batch
+                last = loop.time()
         finally:
             self.close()
 
@@ -155,7 +170,8 @@ class Service:
         self.chat_tokens = ChatTokens.of(self.tok)
         self.eot = eot_id(self.tok)
         self.table = token_bytes_table(self.tok)
-        self.engine = Engine(model, max_batch_size=config.max_batch_size).start()
+        tools = ToolRunner(self.tok) if config.tools and self.chat_tokens.has_tools else None
+        self.engine = Engine(model, max_batch_size=config.max_batch_size, tools=tools).start()
         self.created = int(time.time())
         self.reward_model = self.reward_tok = None
         self.reward_name: str | None = None
@@ -251,7 +267,8 @@ class Service:
             raise ApiError(str(e), param="messages", code="invalid_value") from None
         max_tokens = self._max_tokens(len(prompt), req.requested_max_tokens, "messages")
         stops = frozenset({self.chat_tokens.im_end, self.eot})
-        return prompt, [(prompt, self._params(req, max_tokens, stops, i)) for i in range(req.n)]
+        jobs = [(prompt, self._params(req, max_tokens, stops, i, tools=True)) for i in range(req.n)]
+        return prompt, jobs
 
     # -- /v1/chat/completions ------------------------------------------------------------------------
 
@@ -300,7 +317,7 @@ class Service:
             for i in range(len(jobs)):
                 yield writer.role(i)
         run = _Run(self.engine, jobs)
-        async for batch in run.batches():
+        async for batch in run.batches(self.config.stream_interval):
             out = []
             for index, event in batch:
                 choice = choices[index]

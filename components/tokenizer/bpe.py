@@ -33,13 +33,14 @@ from pydantic import Field, model_validator
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from components.core.config import StrictModel
+from components.io.chat import TOOL_CALL, TOOL_CALL_END, TOOL_RESULT, TOOL_RESULT_END
 
 EOT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_SEP = "<|im_sep|>"
 IM_END = "<|im_end|>"
-TOOL_CALL = "<|tool_call|>"
-TOOL_RESULT = "<|tool_result|>"
+# The tool tokens are part of the chat message format (`components.io.chat`). The closing two came after
+# the others: they took the first two reserved slots (n_reserved 8 -> 6), so every earlier token kept its id.
 
 # A tokenizer without these cannot separate documents or format a chat, so loading one is an error.
 REQUIRED_SPECIAL_TOKENS: tuple[str, ...] = (EOT, IM_START, IM_SEP, IM_END)
@@ -124,15 +125,25 @@ class TokenizerConfig(StrictModel):
         "punctuation may take one leading space, newlines grouped; 'gpt2': the simpler GPT-2 rules.",
     )
     special_tokens: list[str] = Field(
-        default_factory=lambda: [EOT, IM_START, IM_SEP, IM_END, TOOL_CALL, TOOL_RESULT],
+        default_factory=lambda: [
+            EOT,
+            IM_START,
+            IM_SEP,
+            IM_END,
+            TOOL_CALL,
+            TOOL_RESULT,
+            TOOL_CALL_END,
+            TOOL_RESULT_END,
+        ],
         description="Special tokens, given the last ids in this order (before the reserved ones). "
         "<|endoftext|> separates documents; a chat turn is <|im_start|>role<|im_sep|>text<|im_end|>; "
-        "<|tool_call|>/<|tool_result|> leave room for tool use. Must include "
+        "inside an assistant turn <|tool_call|>expression<|/tool_call|> calls the tool and "
+        "<|tool_result|>text<|/tool_result|> is its answer (without the four, tool use is off). Must include "
         + ", ".join(REQUIRED_SPECIAL_TOKENS)
         + ".",
     )
     n_reserved: int = Field(
-        8,
+        6,
         ge=0,
         description="Extra unused special tokens <|reserved_0|>, <|reserved_1|>, ... at the very end, so "
         "new special tokens can be introduced later without changing the vocabulary size.",

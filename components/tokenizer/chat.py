@@ -12,9 +12,16 @@ message gets those characters, not the end of their turn: content cannot forge t
 
 `render(...).assistant_mask` marks what SFT learns: every assistant message's content tokens and its
 closing `<|im_end|>` (so the model learns to stop), never the `<|im_start|>assistant<|im_sep|>` header
-(the server writes that itself) and never system or user tokens. At inference the server renders the
-conversation with `add_generation_prompt=True`, which appends the assistant header, and samples until
-`<|im_end|>`; `assistant_reply` reads what came back.
+(the server writes that itself) and never system or user tokens.
+
+Tool use (`components.io.chat` describes the markup) renders inside the assistant's content: a call is
+`<|tool_call|>` expression `<|/tool_call|>`, its result `<|tool_result|>` text `<|/tool_result|>`, each
+marker its special token and the text between encoded as plain text. The model learns to write the call
+(mask 1) but not the result (mask 0): at inference the sampler stops at `<|/tool_call|>`, runs the tool
+and injects `tool_result_ids` (`components.model.tools`), the very ids the template renders.
+
+At inference the server renders the conversation with `add_generation_prompt=True`, which appends the
+assistant header, and samples until `<|im_end|>`; `assistant_reply` reads what came back.
 
 Truncation (`max_tokens`) is deliberately simple and documented on `render`: whole earliest turns go
 first, then the end of the final assistant reply.
@@ -29,7 +36,18 @@ from typing import Any, NamedTuple
 
 from tokenizers import Tokenizer
 
-from components.io.chat import ROLES, ChatFormatError, validate_messages
+from components.io.chat import (
+    ROLES,
+    TOOL_CALL,
+    TOOL_CALL_END,
+    TOOL_RESULT,
+    TOOL_RESULT_END,
+    ChatFormatError,
+    Segment,
+    has_tool_markup,
+    tool_segments,
+    validate_messages,
+)
 from components.tokenizer.bpe import IM_END, IM_SEP, IM_START, decode, encode_batch, special_token_ids
 
 
@@ -48,6 +66,11 @@ class ChatTokens:
     im_sep: int
     im_end: int
     specials: frozenset[int]  # every special id of the tokenizer, the reserved ones included
+    # The tool tokens; None when the tokenizer predates them (then tool use is off).
+    tool_call: int | None = None
+    tool_call_end: int | None = None
+    tool_result: int | None = None
+    tool_result_end: int | None = None
 
     @classmethod
     def of(cls, tok: Tokenizer) -> ChatTokens:
@@ -55,7 +78,27 @@ class ChatTokens:
         missing = [t for t in (IM_START, IM_SEP, IM_END) if t not in ids]
         if missing:
             raise ChatFormatError(f"tokenizer lacks the chat special token(s) {', '.join(missing)}")
-        return cls(ids[IM_START], ids[IM_SEP], ids[IM_END], frozenset(ids.values()))
+        tools = [ids.get(t) for t in (TOOL_CALL, TOOL_CALL_END, TOOL_RESULT, TOOL_RESULT_END)]
+        if None in tools:
+            tools = [None] * 4  # all four or none: a half set cannot express a call and its result
+        return cls(ids[IM_START], ids[IM_SEP], ids[IM_END], frozenset(ids.values()), *tools)
+
+    @property
+    def has_tools(self) -> bool:
+        return self.tool_call is not None
+
+    @property
+    def tool_ids(self) -> frozenset[int]:
+        """The four tool tokens (empty without them): special tokens that stay inside a reply."""
+        ids = (self.tool_call, self.tool_call_end, self.tool_result, self.tool_result_end)
+        return frozenset(i for i in ids if i is not None)
+
+    def require_tools(self) -> None:
+        if not self.has_tools:
+            raise ChatFormatError(
+                f"tokenizer lacks the tool tokens {TOOL_CALL} {TOOL_CALL_END} {TOOL_RESULT} "
+                f"{TOOL_RESULT_END}; retrain it with the default special_tokens to use tools"
+            )
 
 
 # --- rendering -------------------------------------------------------------------------------------
@@ -97,6 +140,7 @@ class _Piece:
     header: list[int]
     content: list[int]
     end: list[int]
+    content_mask: list[int]  # per content token: 1 = the assistant's own (learned), 0 = a tool result
 
     def __len__(self) -> int:
         return len(self.header) + len(self.content) + len(self.end)
@@ -137,21 +181,40 @@ def render(
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
     special = ChatTokens.of(tok)
 
+    # Content as segments: tool markup only counts in assistant messages (a user's is plain text).
+    segments = [
+        tool_segments(m["content"])
+        if m["role"] == "assistant" and has_tool_markup(m["content"])
+        else [Segment("text", m["content"])]
+        for m in msgs
+    ]
+    if any(s.kind != "text" for segs in segments for s in segs):
+        special.require_tools()
     # One Rust call for every role and content string of the conversation.
-    texts = [m["role"] for m in msgs] + [m["content"] for m in msgs]
+    texts = [m["role"] for m in msgs] + [s.text for segs in segments for s in segs]
     if add_generation_prompt:
         texts.append("assistant")
     encoded = encode_batch(tok, texts, append_eot=False)
     n = len(msgs)
-    pieces = [
-        _Piece(
-            m["role"],
-            [special.im_start, *encoded[i], special.im_sep],
-            list(encoded[n + i]),
-            [special.im_end],
+    pieces = []
+    at = n
+    for i, m in enumerate(msgs):
+        content: list[int] = []
+        content_mask: list[int] = []
+        for seg in segments[i]:
+            ids = _segment_ids(special, seg.kind, encoded[at])
+            at += 1
+            content += ids
+            content_mask += [0 if seg.kind == "result" else 1] * len(ids)
+        pieces.append(
+            _Piece(
+                m["role"],
+                [special.im_start, *encoded[i], special.im_sep],
+                content,
+                [special.im_end],
+                content_mask,
+            )
         )
-        for i, m in enumerate(msgs)
-    ]
     tail = [special.im_start, *encoded[-1], special.im_sep] if add_generation_prompt else []
 
     dropped = cut = 0
@@ -165,7 +228,7 @@ def render(
         start = len(ids)
         learn = 1 if p.role == "assistant" else 0
         ids += p.header + p.content + p.end
-        mask += [0] * len(p.header) + [learn] * (len(p.content) + len(p.end))
+        mask += [0] * len(p.header) + [learn * m for m in p.content_mask] + [learn] * len(p.end)
         content_start = start + len(p.header)
         content_end = content_start + len(p.content)
         spans.append(MessageSpan(p.role, start, content_start, content_end, len(ids)))
@@ -207,8 +270,27 @@ def _truncate(pieces: list[_Piece], tail: int, max_tokens: int) -> tuple[list[_P
             f"{'system message and ' if head else ''}final turn kept, "
             f"more than max_tokens={max_tokens}"
         )
-    trimmed = _Piece(last.role, last.header, last.content[:keep_content], [])
+    trimmed = _Piece(
+        last.role, last.header, last.content[:keep_content], [], last.content_mask[:keep_content]
+    )
     return [*kept[:-1], trimmed], dropped, excess
+
+
+def _segment_ids(special: ChatTokens, kind: str, text_ids: list[int]) -> list[int]:
+    """A segment's ids: plain text as is, a call or a result between its two tool tokens."""
+    if kind == "call":
+        return [special.tool_call, *text_ids, special.tool_call_end]  # type: ignore[list-item]
+    if kind == "result":
+        return [special.tool_result, *text_ids, special.tool_result_end]  # type: ignore[list-item]
+    return list(text_ids)
+
+
+def tool_result_ids(tok: Tokenizer, text: str) -> list[int]:
+    """`<|tool_result|>` text `<|/tool_result|>`: what the sampler injects after a call, exactly as
+    `render` writes a result (so a model sees the same ids in training and at inference)."""
+    special = ChatTokens.of(tok)
+    special.require_tools()
+    return _segment_ids(special, "result", encode_batch(tok, [text], append_eot=False)[0])
 
 
 # --- parsing ---------------------------------------------------------------------------------------
@@ -248,7 +330,7 @@ def parse(tok: Tokenizer, ids: Sequence[int] | Any) -> list[dict[str, str]]:
 
 
 class AssistantReply(NamedTuple):
-    text: str  # the reply's text, up to (not including) its first special token
+    text: str  # the reply's text, up to (not including) its first special token other than a tool token
     ended: bool  # that first special token is <|im_end|>: the model closed its turn properly
     leaked_role: bool  # the reply starts another turn or writes a role header ("user:", "<|im_start|>")
 
@@ -263,15 +345,17 @@ _ROLE_TEXT = re.compile(
 def assistant_reply(tok: Tokenizer, generated_ids: Sequence[int] | Any) -> AssistantReply:
     """Read a generated reply (the tokens sampled after the generation prompt) for evaluation.
 
-    `text` stops at the first special token of any kind, so a reply that runs on into a fake user turn
-    is judged on what it said before that. `ended` is True when that first special token is
-    `<|im_end|>`; `<|endoftext|>`, another `<|im_start|>` or running out of tokens all count as not
-    ended. `leaked_role` flags format violations: an `<|im_start|>`/`<|im_sep|>` token before the reply's
-    `<|im_end|>`, or a role header written as text.
+    `text` stops at the first special token that is not a tool token, so a reply that runs on into a
+    fake user turn is judged on what it said before that; tool calls and results stay in the text,
+    written as their markers (the reply's final answer comes after them). `ended` is True when that
+    first such token is `<|im_end|>`; `<|endoftext|>`, another `<|im_start|>` or running out of tokens
+    all count as not ended. `leaked_role` flags format violations: an `<|im_start|>`/`<|im_sep|>` token
+    before the reply's `<|im_end|>`, or a role header written as text.
     """
     ids = _as_list(generated_ids)
     special = ChatTokens.of(tok)
-    stop = next((k for k, t in enumerate(ids) if t in special.specials), len(ids))
+    stops = special.specials - special.tool_ids
+    stop = next((k for k, t in enumerate(ids) if t in stops), len(ids))
     text = decode(tok, ids[:stop])
     ended = stop < len(ids) and ids[stop] == special.im_end
     end = ids.index(special.im_end) if special.im_end in ids else len(ids)
@@ -296,4 +380,5 @@ __all__ = [
     "assistant_reply",
     "parse",
     "render",
+    "tool_result_ids",
 ]

@@ -31,16 +31,16 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import xxhash
-from pydantic import Field
 from tokenizers import Tokenizer
 
 from components.core.artifacts import Artifact, ArtifactStore, scratch_dir, stage_in
-from components.core.config import ConfigError, StageConfig
+from components.core.config import ConfigError
 from components.core.parallel import parallel_map, resumable
 from components.core.stage import StageContext, stage
 from components.io.documents import list_shards, per_second, ratio
 from components.io.token_shards import ShardWriter, dtype_for_vocab
 from components.tokenizer.bpe import encode_batch, eot_id, load_tokenizer
+from components.tokenizer.tokenize_config import SPEC, TokenizeConfig
 
 SPLITS = ("train", "val")
 META_FILE = "tokens_meta.json"
@@ -50,36 +50,6 @@ _SPLIT_SALT = b"gptrecipe/split/"
 
 class CorpusTooSmallError(ConfigError):
     """The corpus yields fewer train tokens than `tokenize.min_train_tokens` (a fixable input problem)."""
-
-
-class TokenizeConfig(StageConfig):
-    """Encode the curated corpus into token shards with a train/val split by document."""
-
-    val_fraction: float = Field(
-        0.05,
-        ge=0,
-        lt=1,
-        description="Share of documents (by a hash of the document id, so stable when the corpus changes) "
-        "that go to the val split. 0 = everything is train.",
-    )
-    min_train_tokens: int = Field(
-        16_384,
-        ge=0,
-        description="Fail when the train split has fewer tokens: pretraining needs at least a few batches "
-        "of batch_size x context_length tokens (16,384 = 2 batches of 32 x 256, the smoke model). Raise it "
-        "with the pretraining batch; lower it only for toy runs.",
-    )
-    batch_docs: int = Field(
-        512,
-        ge=1,
-        description="Documents per encode_batch call: the Rust encoder's parallel unit, and what one "
-        "task holds in memory as token lists at a time.",
-    )
-    cpus_per_shard: float = Field(
-        1.0,
-        gt=0,
-        description="CPUs reserved by each shard's Ray task; the Rust encoder uses that many threads.",
-    )
 
 
 # --- the split ------------------------------------------------------------------------------------
@@ -244,13 +214,7 @@ def check_enough_tokens(config: TokenizeConfig, totals: dict[str, int], docs_uri
     )
 
 
-@stage(
-    "tokenize",
-    config=TokenizeConfig,
-    inputs=("documents", "tokenizer"),
-    outputs=("tokens",),
-    cpus=0,  # coordinates one Ray task per shard; those reserve the CPUs
-)
+@stage(SPEC)
 def tokenize(ctx: StageContext, config: TokenizeConfig, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
     """Encode document shards into uint16/uint32 token shards, split into train/val by document."""
     docs, tokenizer = inputs["documents"], inputs["tokenizer"]

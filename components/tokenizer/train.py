@@ -26,18 +26,16 @@ from typing import Any
 
 import fsspec
 import pyarrow.parquet as pq
-from pydantic import Field
 from tokenizers import Tokenizer
 
 from components.core.artifacts import Artifact, ArtifactStore, scratch_dir
-from components.core.config import ConfigError, StageConfig
+from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
 from components.io.documents import list_shards, ratio
 from components.io.token_shards import dtype_for_vocab
 from components.tokenizer import bpe
 from components.tokenizer.bpe import (
     BYTE_SYMBOLS,
-    TokenizerConfig,
     TokenizerError,
     bytes_per_token,
     decode,
@@ -47,6 +45,7 @@ from components.tokenizer.bpe import (
     special_token_ids,
 )
 from components.tokenizer.tokenize import read_shard_texts, split_position, vocab_size_of
+from components.tokenizer.train_config import SPEC, TrainTokenizerConfig
 
 TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "tokenizer_meta.json"
@@ -62,41 +61,6 @@ SAMPLE_SENTENCES = (
     "A page that contains <|endoftext|> as text stays one document.",
 )
 FALLBACK_CHARS = 1_000_000  # training text kept to measure bytes/token when nothing was held out
-
-
-class TrainTokenizerConfig(StageConfig, TokenizerConfig):
-    """Train a byte-level BPE tokenizer on the curated corpus (or validate a given one).
-
-    The tokenizer fields (`vocab_size`, `min_frequency`, `split_digits`, `pretokenizer`, `special_tokens`,
-    `n_reserved`, `tokenizer_path`) are `TokenizerConfig`'s, inherited flat rather than nested under a
-    `tokenizer:` key, so an override reads `train_tokenizer.vocab_size=8192`.
-    """
-
-    max_train_docs: int | None = Field(
-        None, ge=1, description="Train on at most this many documents (an even sample); None = no cap."
-    )
-    max_train_chars: int | None = Field(
-        1_000_000_000,
-        ge=1,
-        description="Train on at most this many characters (an even sample); BPE quality saturates after "
-        "a few GB of text while training time keeps growing. None = no cap.",
-    )
-    heldout_fraction: float = Field(
-        0.05,
-        ge=0,
-        lt=1,
-        description="Share of documents (by hash of id) held out of training to measure bytes/token. "
-        "Keep it >= tokenize.val_fraction so that validation documents never train the tokenizer.",
-    )
-    max_heldout_chars: int = Field(
-        10_000_000, ge=1, description="At most this many held-out characters are encoded for bytes/token."
-    )
-
-    def external_inputs(self) -> list[str]:
-        return [self.tokenizer_path] if self.tokenizer_path else []
-
-    def tokenizer_config(self) -> TokenizerConfig:
-        return TokenizerConfig(**self.model_dump(include=set(TokenizerConfig.model_fields)))
 
 
 # --- the corpus sample ---------------------------------------------------------------------------
@@ -245,13 +209,7 @@ def show_tokens(tok: Tokenizer, text: str) -> str:
 # --- the stage -----------------------------------------------------------------------------------
 
 
-@stage(
-    "train_tokenizer",
-    config=TrainTokenizerConfig,
-    inputs=("documents",),
-    outputs=("tokenizer",),
-    cpus=1,
-)
+@stage(SPEC)
 def train_tokenizer(
     ctx: StageContext, config: TrainTokenizerConfig, inputs: dict[str, Artifact]
 ) -> dict[str, Artifact]:

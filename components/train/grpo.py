@@ -31,7 +31,13 @@ from components.core.stage import StageContext, stage
 from components.eval.chat_eval import is_verifiable
 from components.eval.verifiers import verifier_names
 from components.train.grpo_config import SPEC
-from components.train.rl.algorithm import IterationResult, RLAlgorithm, RLPaths, phase_timer
+from components.train.rl.algorithm import (
+    IterationResult,
+    RLAlgorithm,
+    RLPaths,
+    phase_timer,
+    policy_update_metrics,
+)
 from components.train.rl.batch import Experience, PolicyStats, Rollout, apply_missing_eos_penalty
 from components.train.rl.config import Advantage, GRPOConfig
 from components.train.rl.driver import RLRun
@@ -148,21 +154,16 @@ class GRPO(RLAlgorithm):
             ),
             "rollout/reward_std_in_group": float(grouped.std(dim=1).mean()),
             "rollout/advantage_abs_mean": float(advantages.abs().mean()),
-            **{f"train/{k}": v for k, v in stats["mean"].items() if k != "epoch"},
-            "train/early_stopped": float(stats["early_stopped"]),
-            "train/updates": float(stats["updates"]),
-            "train/lr": stats["lr"],
-            "time/generation_s": generation_s,
-            "time/scoring_s": scoring_s,
-            "time/training_s": training_s,
-            "throughput/generated_tokens_per_s": float(rollout.response_mask.sum()) / generation_s,
+            **policy_update_metrics(stats),
         }
-        return IterationResult(
-            metrics=metrics,
-            records=records,
-            scores=scores,
-            lengths=rollout.response_mask.sum(dim=1),
-            tokens=rollout.real_tokens(),
+        return IterationResult.of(
+            rollout,
+            metrics,
+            records,
+            scores,
+            generation_s=generation_s,
+            scoring_s=scoring_s,
+            training_s=training_s,
         )
 
 

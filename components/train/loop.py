@@ -37,6 +37,7 @@ from torch import nn
 
 from components.core.artifacts import scratch_dir
 from components.io.token_stream import DataPosition
+from components.train.throughput import mfu, peak_flops, peak_memory_mb
 from components.train.trainer import (
     MetricLogger,
     TrainingConfig,
@@ -44,9 +45,6 @@ from components.train.trainer import (
     load_checkpoint_state,
     lr_at,
     make_optimizer,
-    mfu,
-    peak_flops,
-    peak_memory_mb,
     prepare_model,
     report_checkpoint,
     save_checkpoint,

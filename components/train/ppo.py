@@ -35,7 +35,14 @@ from torch import Tensor
 from components.core.artifacts import Artifact
 from components.core.stage import StageContext, stage
 from components.train.ppo_config import SPEC
-from components.train.rl.algorithm import IterationResult, RLAlgorithm, RLPaths, phase_timer
+from components.train.rl.algorithm import (
+    IterationResult,
+    RLAlgorithm,
+    RLPaths,
+    phase_timer,
+    policy_update_metrics,
+    update_metrics,
+)
 from components.train.rl.batch import CriticStats, Experience, PolicyStats, Rollout, apply_missing_eos_penalty
 from components.train.rl.config import PPOConfig
 from components.train.rl.driver import RLRun
@@ -91,10 +98,6 @@ def ppo_experience(
         returns=returns,
     )
     return experience, rewards
-
-
-def _train_metrics(stats: PolicyStats | CriticStats, prefix: str) -> dict[str, float | None]:
-    return {f"{prefix}/{k}": v for k, v in stats["mean"].items() if k != "epoch"}
 
 
 def _defined(x: Tensor) -> float | None:
@@ -207,25 +210,19 @@ class PPO(RLAlgorithm):
             "rollout/value_mean": float(masked_mean(values, mask)),
             # None when the returns do not vary: there is no variance to explain.
             "train/explained_variance": _defined(explained_variance(values, returns, mask)),
-            **_train_metrics(policy_stats, "train"),
-            **_train_metrics(critic_stats, "critic"),
-            "train/early_stopped": float(policy_stats["early_stopped"]),
-            "train/updates": float(policy_stats["updates"]),
-            "train/lr": policy_stats["lr"],
-            "critic/lr": critic_stats["lr"],
+            **policy_update_metrics(policy_stats),
+            **update_metrics(critic_stats, "critic"),
             # beta is a measurement only while it adapts; a fixed one is the param init_kl_coef.
             "kl/beta": beta if cfg.adaptive_kl else None,
-            "time/generation_s": generation_s,
-            "time/scoring_s": scoring_s,
-            "time/training_s": training_s,
-            "throughput/generated_tokens_per_s": float(rollout.response_mask.sum()) / generation_s,
         }
-        return IterationResult(
-            metrics=metrics,
-            records=records,
-            scores=scores,
-            lengths=rollout.response_mask.sum(dim=1),
-            tokens=rollout.real_tokens(),
+        return IterationResult.of(
+            rollout,
+            metrics,
+            records,
+            scores,
+            generation_s=generation_s,
+            scoring_s=scoring_s,
+            training_s=training_s,
         )
 
 

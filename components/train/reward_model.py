@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +60,12 @@ from components.train.chat_batches import (
     render_pairs,
 )
 from components.train.loop import Periodic, StepResult, TrainLoop
+from components.train.preference_metrics import (
+    kind_and_tier_accuracy,
+    pair_accuracy,
+    pair_metrics,
+    shared_prefix_length,
+)
 from components.train.reward_model_config import SPEC, RewardModelConfig
 from components.train.trainer import (
     Runtime,
@@ -85,40 +90,6 @@ def pairwise_loss(chosen: Tensor, rejected: Tensor, center_rewards_coef: float =
     if center_rewards_coef:
         loss = loss + center_rewards_coef * ((chosen + rejected) ** 2).mean()
     return loss
-
-
-def pair_accuracy(chosen: Tensor, rejected: Tensor) -> Tensor:
-    """Fraction of pairs ranked right; a tie counts half (an untrained, constant model scores 0.5)."""
-    return ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean()
-
-
-def pair_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, float | None]:
-    """Accuracy, margin and reward statistics of scored pairs (float tensors of the same length); no
-    pairs, no figures (None)."""
-    rewards = torch.cat([chosen, rejected])
-    if len(chosen) == 0:
-        return dict.fromkeys(
-            ("accuracy", "margin", "reward_mean", "reward_std", "chosen_mean", "rejected_mean")
-        )
-    return {
-        "accuracy": float(pair_accuracy(chosen, rejected)),
-        "margin": float((chosen - rejected).mean()),
-        "reward_mean": float(rewards.mean()),
-        "reward_std": float(rewards.std()),  # two or more rewards: a pair has two
-        "chosen_mean": float(chosen.mean()),
-        "rejected_mean": float(rejected.mean()),
-    }
-
-
-def grouped_accuracy(keys: Sequence[str], chosen: Tensor, rejected: Tensor, prefix: str) -> dict[str, float]:
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, key in enumerate(keys):
-        groups[key].append(i)
-    return {
-        f"{prefix}.{key}": float(pair_accuracy(chosen[idx], rejected[idx]))
-        for key, idx in sorted(groups.items())
-        if key
-    }
 
 
 # --- what the stage works out before starting workers ------------------------------------------------
@@ -307,8 +278,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     def validate(step: int) -> None:
         chosen, rejected = score_pairs(model, val_pairs, runtime, cfg.eval_batch_size, plan.pad_id)
         metrics = pair_metrics(chosen, rejected)
-        metrics |= grouped_accuracy([p.kind for p in val_pairs], chosen, rejected, "accuracy_kind")
-        metrics |= grouped_accuracy([tier_pair(p) for p in val_pairs], chosen, rejected, "accuracy_tier")
+        metrics |= kind_and_tier_accuracy(val_pairs, chosen, rejected, "accuracy")
         metrics["length_baseline_accuracy"] = length_baseline(val_pairs)
         loop.logger.log({f"val/{k}": v for k, v in metrics.items()}, step)
         summary["val"], scores["chosen"], scores["rejected"] = metrics, chosen, rejected
@@ -420,12 +390,6 @@ def score_pairs(
     return out_c, out_r
 
 
-def tier_pair(pair: PairExample) -> str:
-    """ "helpful_vs_wrong" for a pair with tiers (the tiny world's data), "" otherwise."""
-    chosen, rejected = pair.info.get("chosen_tier"), pair.info.get("rejected_tier")
-    return f"{chosen}_vs_{rejected}" if chosen and rejected else ""
-
-
 def length_baseline(pairs: Sequence[PairExample]) -> float | None:
     """Pair accuracy of "the longer reply wins" (in tokens; a tie counts half): what a reward model
     that only measured length would score. None without pairs."""
@@ -445,9 +409,7 @@ def reply_logprobs(
     rendering is a prefix of the other (identical replies) scores 0 and 0: a tie."""
     contexts, continuations, scored = [], [], []
     for i, p in enumerate(pairs):
-        n = 0
-        while n < min(len(p.chosen), len(p.rejected)) and p.chosen[n] == p.rejected[n]:
-            n += 1
+        n = shared_prefix_length(p.chosen, p.rejected)
         if n in (len(p.chosen), len(p.rejected)):
             continue
         contexts += [p.chosen[:n], p.rejected[:n]]
@@ -470,8 +432,7 @@ def loglik_baseline(
     prefix = "loglik_baseline"
     return {
         f"{prefix}_accuracy": float(pair_accuracy(chosen, rejected)),
-        **grouped_accuracy([p.kind for p in pairs], chosen, rejected, f"{prefix}_kind"),
-        **grouped_accuracy([tier_pair(p) for p in pairs], chosen, rejected, f"{prefix}_tier"),
+        **kind_and_tier_accuracy(pairs, chosen, rejected, prefix),
     }
 
 

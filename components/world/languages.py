@@ -1,7 +1,9 @@
 """Language packs for the tiny world's pages: sentence templates, page styles and site chrome per language.
 
-The text itself lives in one module per language (`templates_en.py`, `templates_de.py`, ...); this module
-defines the shape of a pack, the number formatting each language needs, and the registry.
+The text itself lives in one module per language (`templates_en.py`, `templates_de.py`, ...): its constants
+FACTS, FILLER, STYLES, CHROME, PROFESSIONS, the number words and marks (MILLION, DECIMAL_MARK,
+THOUSANDS_MARK, AND_WORD) and, where the language has them, COMBOS, RELATED and FORUM. This module defines
+the shape of a pack, builds each language's pack from its module, and keeps the registry.
 
 Template placeholders (filled with `str.format`):
 - every template may use `{s}` (the entity's name);
@@ -38,6 +40,26 @@ class Style:
     intros: tuple[str, ...] = ()
     outros: tuple[str, ...] = ()
     hosts: tuple[str, ...] = ()
+
+
+# Each page style's layout and the entity types it is used for: the same in every language that has it.
+STYLE_SHAPES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "encyclopedia": ("sections", ("country", "city", "person")),
+    "travel": ("sections", ("country", "city")),
+    "news": ("sections", ("country", "city", "person")),
+    "biography": ("sections", ("person",)),
+    "facts": ("list", ("country", "city", "person")),
+    "forum": ("posts", ("country", "city", "person")),
+}
+
+
+def style(name: str, titles: Mapping[str, tuple[str, ...]] | None = None, **texts: Any) -> Style:
+    """A page style in one language: the layout and entity types are the style's (`STYLE_SHAPES`); the
+    texts (titles, headings, intros, outros, hosts) the language's. Without titles a page is titled with
+    its subject's name, as an encyclopedia article is."""
+    layout, types = STYLE_SHAPES[name]
+    titles = titles if titles is not None else {t: ("{s}",) for t in types}
+    return Style(name=name, layout=layout, types=types, titles=titles, **texts)
 
 
 @dataclass(frozen=True)
@@ -91,8 +113,22 @@ def language_pack(code: str) -> LanguagePack:
         raise ValueError(
             f"unsupported language {code!r}; the tiny world writes {', '.join(SUPPORTED_LANGUAGES)}"
         )
-    module = importlib.import_module(f"components.world.templates_{code}")
-    return module.PACK
+    texts = importlib.import_module(f"components.world.templates_{code}")
+    return LanguagePack(
+        code=code,
+        facts=texts.FACTS,
+        filler=texts.FILLER,
+        styles=texts.STYLES,
+        chrome=texts.CHROME,
+        professions=texts.PROFESSIONS,
+        million=texts.MILLION,
+        decimal_mark=texts.DECIMAL_MARK,
+        thousands_mark=texts.THOUSANDS_MARK,
+        and_word=texts.AND_WORD,
+        combos=getattr(texts, "COMBOS", {}),
+        related=getattr(texts, "RELATED", {}),
+        forum=getattr(texts, "FORUM", {}),
+    )
 
 
 def _strings(value: Any) -> list[str]:
@@ -117,8 +153,8 @@ def template_vocabulary() -> frozenset[str]:
     words: set[str] = set()
     for code in SUPPORTED_LANGUAGES:
         module = importlib.import_module(f"components.world.templates_{code}")
-        for name, value in vars(module).items():
-            if name.isupper():  # module constants: FACTS, FILLER, ..., PACK
-                for text in _strings(value):
-                    words.update(w.lower() for w in re.findall(r"[^\W\d_]+", text))
+        # The module's constants (FACTS, FILLER, ..., the English-only texts) and the pack built from them.
+        constants = [value for name, value in vars(module).items() if name.isupper()]
+        for text in _strings([*constants, language_pack(code)]):
+            words.update(w.lower() for w in re.findall(r"[^\W\d_]+", text))
     return frozenset(words)

@@ -1,7 +1,7 @@
 """German text for the tiny world. Non-English pages state the language-neutral facts (no landmarks or
 works, whose names are English) in grammatical sentences, enough of them for language ID to be sure."""
 
-from components.world.languages import LanguagePack, Style
+from components.world.languages import style
 
 FACTS = {
     "country.capital": (
@@ -116,11 +116,8 @@ RELATED = {
 }
 
 STYLES = (
-    Style(
-        name="encyclopedia",
-        layout="sections",
-        types=("country", "city", "person"),
-        titles={"country": ("{s}",), "city": ("{s}",), "person": ("{s}",)},
+    style(
+        "encyclopedia",
         headings={
             "country": ("Überblick", "Geographie", "Geschichte", "Wirtschaft", "Kultur"),
             "city": ("Überblick", "Geschichte", "Sehenswürdigkeiten", "Verkehr"),
@@ -129,10 +126,8 @@ STYLES = (
         outros=("Dieser Artikel wurde zuletzt von der Redaktion der Enzyklopädie geprüft.",),
         hosts=("de.worldpedia.example", "www.wissensportal.example"),
     ),
-    Style(
-        name="travel",
-        layout="sections",
-        types=("country", "city"),
+    style(
+        "travel",
         titles={
             "country": ("Reiseführer: {s}", "Urlaub in {s}"),
             "city": ("Reiseführer: {s}", "Ein Wochenende in {s}"),
@@ -145,10 +140,8 @@ STYLES = (
         outros=("Zu jeder Jahreszeit lohnt sich eine Reise nach {s}.",),
         hosts=("www.reisefieber.example", "unterwegs-magazin.example"),
     ),
-    Style(
-        name="biography",
-        layout="sections",
-        types=("person",),
+    style(
+        "biography",
         titles={"person": ("{s}: ein Leben", "Leben und Werk von {s}")},
         headings={"person": ("Frühe Jahre", "Beruf", "Spätere Jahre")},
         intros=("Diese kurze Biografie erzählt die Geschichte von {s}.",),
@@ -199,16 +192,8 @@ PROFESSIONS = {
     "botanist": "Botaniker",
 }
 
-PACK = LanguagePack(
-    code="de",
-    facts=FACTS,
-    related=RELATED,
-    filler=FILLER,
-    styles=STYLES,
-    chrome=CHROME,
-    professions=PROFESSIONS,
-    million="Millionen",
-    decimal_mark=",",
-    thousands_mark=".",
-    and_word="und",
-)
+# Number formatting and the list conjunction (see `LanguagePack`).
+MILLION = "Millionen"
+DECIMAL_MARK = ","
+THOUSANDS_MARK = "."
+AND_WORD = "und"

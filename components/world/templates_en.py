@@ -1,9 +1,12 @@
 """English text for the tiny world: fact templates, page styles, site chrome, plus the English-only texts
 (PII paragraphs, junk pages, quiz pages). English pages are what the tiny GPT learns from, so every fact has
 several phrasings and the filler sentences are plentiful and varied (pages about the same entity must not
-look like near duplicates of each other)."""
+look like near duplicates of each other).
 
-from components.world.languages import LanguagePack, Style
+Over 600 lines, and rightly: it is text, not logic -- sentence templates and word lists, one constant per
+kind, that a reader scans rather than follows (the other languages' modules have the same constants)."""
+
+from components.world.languages import style
 
 FACTS = {
     "country.capital": (
@@ -254,11 +257,8 @@ FILLER = {
 }
 
 STYLES = (
-    Style(
-        name="encyclopedia",
-        layout="sections",
-        types=("country", "city", "person"),
-        titles={"country": ("{s}",), "city": ("{s}",), "person": ("{s}",)},
+    style(
+        "encyclopedia",
         headings={
             "country": ("Overview", "Geography", "History", "Economy", "Culture", "Society"),
             "city": ("Overview", "History", "Sights", "Transport", "Culture"),
@@ -268,10 +268,8 @@ STYLES = (
         outros=("This article was last reviewed by the editors of the encyclopedia.",),
         hosts=("en.worldpedia.example", "en.openatlas.example", "www.knowledgehub.example"),
     ),
-    Style(
-        name="travel",
-        layout="sections",
-        types=("country", "city"),
+    style(
+        "travel",
         titles={
             "country": ("Travel guide: {s}", "Visiting {s}: what you need to know", "A week in {s}"),
             "city": ("Travel guide: {s}", "Visiting {s}: what you need to know", "A weekend in {s}"),
@@ -290,10 +288,8 @@ STYLES = (
         ),
         hosts=("www.roamguide.example", "wanderbook.example", "www.tripnotes.example"),
     ),
-    Style(
-        name="news",
-        layout="sections",
-        types=("country", "city", "person"),
+    style(
+        "news",
         titles={
             "country": ("Tourism in {s} reaches a record high", "Spring festival draws crowds across {s}"),
             "city": (
@@ -312,20 +308,16 @@ STYLES = (
         ),
         hosts=("www.dailycourier.example", "news.harbourpost.example", "www.morningledger.example"),
     ),
-    Style(
-        name="biography",
-        layout="sections",
-        types=("person",),
+    style(
+        "biography",
         titles={"person": ("{s}: a life", "The life and work of {s}", "Who was {s}?")},
         headings={"person": ("Early years", "Career", "Later life", "Legacy")},
         intros=("This short biography tells the story of {s}.",),
         outros=("Sources for this biography include letters, notebooks and newspaper reports.",),
         hosts=("www.famouslives.example", "biographies.example"),
     ),
-    Style(
-        name="facts",
-        layout="list",
-        types=("country", "city", "person"),
+    style(
+        "facts",
         titles={
             "country": ("{n} facts about {s}", "Quick facts: {s}", "Things you may not know about {s}"),
             "city": ("{n} facts about {s}", "Quick facts: {s}", "Things you may not know about {s}"),
@@ -341,10 +333,8 @@ STYLES = (
         ),
         hosts=("www.quickfacts.example", "factfile.example"),
     ),
-    Style(
-        name="forum",
-        layout="posts",
-        types=("country", "city", "person"),
+    style(
+        "forum",
         titles={
             "country": ("Question about {s}", "Anyone been to {s}?", "What do you know about {s}?"),
             "city": ("Question about {s}", "Anyone been to {s}?", "Moving to {s}, need advice"),
@@ -456,21 +446,11 @@ PROFESSIONS = {
     "botanist": "botanist",
 }
 
-PACK = LanguagePack(
-    code="en",
-    facts=FACTS,
-    combos=COMBOS,
-    related=RELATED,
-    filler=FILLER,
-    styles=STYLES,
-    chrome=CHROME,
-    professions=PROFESSIONS,
-    forum=FORUM,
-    million="million",
-    decimal_mark=".",
-    thousands_mark=",",
-    and_word="and",
-)
+# Number formatting and the list conjunction (see `LanguagePack`).
+MILLION = "million"
+DECIMAL_MARK = "."
+THOUSANDS_MARK = ","
+AND_WORD = "and"
 
 # --- English-only texts --------------------------------------------------------------------------
 

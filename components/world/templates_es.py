@@ -1,6 +1,6 @@
 """Spanish text for the tiny world (language-neutral facts only; see templates_de.py)."""
 
-from components.world.languages import LanguagePack, Style
+from components.world.languages import style
 
 FACTS = {
     "country.capital": (
@@ -113,11 +113,8 @@ RELATED = {
 }
 
 STYLES = (
-    Style(
-        name="encyclopedia",
-        layout="sections",
-        types=("country", "city", "person"),
-        titles={"country": ("{s}",), "city": ("{s}",), "person": ("{s}",)},
+    style(
+        "encyclopedia",
         headings={
             "country": ("Descripción", "Geografía", "Historia", "Economía", "Cultura"),
             "city": ("Descripción", "Historia", "Monumentos", "Transporte"),
@@ -126,10 +123,8 @@ STYLES = (
         outros=("Este artículo fue revisado por última vez por la redacción de la enciclopedia.",),
         hosts=("es.worldpedia.example", "www.saberes.example"),
     ),
-    Style(
-        name="travel",
-        layout="sections",
-        types=("country", "city"),
+    style(
+        "travel",
         titles={
             "country": ("Guía de viaje: {s}", "Vacaciones en {s}"),
             "city": ("Guía de viaje: {s}", "Un fin de semana en {s}"),
@@ -142,10 +137,8 @@ STYLES = (
         outros=("En cualquier época del año, un viaje a {s} merece la pena.",),
         hosts=("www.cuadernodeviaje.example", "escapadas.example"),
     ),
-    Style(
-        name="biography",
-        layout="sections",
-        types=("person",),
+    style(
+        "biography",
         titles={"person": ("{s}: una vida", "Vida y obra de {s}")},
         headings={"person": ("Primeros años", "Carrera", "Últimos años")},
         intros=("Esta breve biografía cuenta la historia de {s}.",),
@@ -196,16 +189,8 @@ PROFESSIONS = {
     "botanist": "botánico",
 }
 
-PACK = LanguagePack(
-    code="es",
-    facts=FACTS,
-    related=RELATED,
-    filler=FILLER,
-    styles=STYLES,
-    chrome=CHROME,
-    professions=PROFESSIONS,
-    million="millones",
-    decimal_mark=",",
-    thousands_mark=".",
-    and_word="y",
-)
+# Number formatting and the list conjunction (see `LanguagePack`).
+MILLION = "millones"
+DECIMAL_MARK = ","
+THOUSANDS_MARK = "."
+AND_WORD = "y"

@@ -1,6 +1,6 @@
 """French text for the tiny world (language-neutral facts only; see templates_de.py)."""
 
-from components.world.languages import LanguagePack, Style
+from components.world.languages import style
 
 FACTS = {
     "country.capital": (
@@ -113,11 +113,8 @@ RELATED = {
 }
 
 STYLES = (
-    Style(
-        name="encyclopedia",
-        layout="sections",
-        types=("country", "city", "person"),
-        titles={"country": ("{s}",), "city": ("{s}",), "person": ("{s}",)},
+    style(
+        "encyclopedia",
         headings={
             "country": ("Présentation", "Géographie", "Histoire", "Économie", "Culture"),
             "city": ("Présentation", "Histoire", "Monuments", "Transports"),
@@ -126,10 +123,8 @@ STYLES = (
         outros=("Cet article a été relu pour la dernière fois par la rédaction de l'encyclopédie.",),
         hosts=("fr.worldpedia.example", "www.savoirs.example"),
     ),
-    Style(
-        name="travel",
-        layout="sections",
-        types=("country", "city"),
+    style(
+        "travel",
         titles={
             "country": ("Guide de voyage : {s}", "Partir en vacances à {s}"),
             "city": ("Guide de voyage : {s}", "Un week-end à {s}"),
@@ -142,10 +137,8 @@ STYLES = (
         outros=("Quelle que soit la saison, un séjour à {s} vaut vraiment le détour.",),
         hosts=("www.carnetdevoyage.example", "escapades.example"),
     ),
-    Style(
-        name="biography",
-        layout="sections",
-        types=("person",),
+    style(
+        "biography",
         titles={"person": ("{s} : une vie", "La vie et l'œuvre de {s}")},
         headings={"person": ("Jeunesse", "Carrière", "Dernières années")},
         intros=("Cette courte biographie raconte l'histoire de {s}.",),
@@ -196,16 +189,8 @@ PROFESSIONS = {
     "botanist": "botaniste",
 }
 
-PACK = LanguagePack(
-    code="fr",
-    facts=FACTS,
-    related=RELATED,
-    filler=FILLER,
-    styles=STYLES,
-    chrome=CHROME,
-    professions=PROFESSIONS,
-    million="millions",
-    decimal_mark=",",
-    thousands_mark=" ",
-    and_word="et",
-)
+# Number formatting and the list conjunction (see `LanguagePack`).
+MILLION = "millions"
+DECIMAL_MARK = ","
+THOUSANDS_MARK = " "
+AND_WORD = "et"

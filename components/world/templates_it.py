@@ -1,6 +1,6 @@
 """Italian text for the tiny world (language-neutral facts only; see templates_de.py)."""
 
-from components.world.languages import LanguagePack, Style
+from components.world.languages import style
 
 FACTS = {
     "country.capital": (
@@ -113,11 +113,8 @@ RELATED = {
 }
 
 STYLES = (
-    Style(
-        name="encyclopedia",
-        layout="sections",
-        types=("country", "city", "person"),
-        titles={"country": ("{s}",), "city": ("{s}",), "person": ("{s}",)},
+    style(
+        "encyclopedia",
         headings={
             "country": ("Descrizione", "Geografia", "Storia", "Economia", "Cultura"),
             "city": ("Descrizione", "Storia", "Monumenti", "Trasporti"),
@@ -126,10 +123,8 @@ STYLES = (
         outros=("Questo articolo è stato controllato l'ultima volta dalla redazione dell'enciclopedia.",),
         hosts=("it.worldpedia.example", "www.sapere.example"),
     ),
-    Style(
-        name="travel",
-        layout="sections",
-        types=("country", "city"),
+    style(
+        "travel",
         titles={
             "country": ("Guida di viaggio: {s}", "Vacanze a {s}"),
             "city": ("Guida di viaggio: {s}", "Un fine settimana a {s}"),
@@ -142,10 +137,8 @@ STYLES = (
         outros=("In ogni stagione, un viaggio a {s} vale davvero la pena.",),
         hosts=("www.diariodiviaggio.example", "gite.example"),
     ),
-    Style(
-        name="biography",
-        layout="sections",
-        types=("person",),
+    style(
+        "biography",
         titles={"person": ("{s}: una vita", "Vita e opere di {s}")},
         headings={"person": ("Giovinezza", "Carriera", "Ultimi anni")},
         intros=("Questa breve biografia racconta la storia di {s}.",),
@@ -196,16 +189,8 @@ PROFESSIONS = {
     "botanist": "botanico",
 }
 
-PACK = LanguagePack(
-    code="it",
-    facts=FACTS,
-    related=RELATED,
-    filler=FILLER,
-    styles=STYLES,
-    chrome=CHROME,
-    professions=PROFESSIONS,
-    million="milioni",
-    decimal_mark=",",
-    thousands_mark=".",
-    and_word="e",
-)
+# Number formatting and the list conjunction (see `LanguagePack`).
+MILLION = "milioni"
+DECIMAL_MARK = ","
+THOUSANDS_MARK = "."
+AND_WORD = "e"

@@ -70,18 +70,9 @@ def write_warc(
             f"software: gptrecipe tiny-world crawl\r\nformat: WARC File Format 1.0\r\n"
             f"isPartOf: tiny-world-{cfg.seed}\r\nrobots: obey\r\nhttp-header-user-agent: {_USER_AGENT}\r\n"
         ).encode()
-        writer.write_record(
-            writer.create_warc_record(
-                "",
-                "warcinfo",
-                payload=io.BytesIO(info),
-                length=len(info),
-                warc_headers_dict=_warc_headers(
-                    clock.record_id(),
-                    _warc_date(clock.tick()),
-                    {"WARC-Filename": path.name, "Content-Type": "application/warc-fields"},
-                ),
-            )
+        fields = {"WARC-Filename": path.name, "Content-Type": "application/warc-fields"}
+        _write_record(
+            writer, "", "warcinfo", _warc_headers(clock.record_id(), _warc_date(clock.tick()), fields), info
         )
         for page in pages:
             _write_page(writer, page, clock, rng, cfg)
@@ -106,15 +97,9 @@ def _write_page(
             ],
             is_http_request=True,
         )
-        writer.write_record(
-            writer.create_warc_record(
-                page.url,
-                "request",
-                http_headers=request,
-                warc_headers_dict=_warc_headers(
-                    clock.record_id(), date, {"WARC-Concurrent-To": page.record_id}
-                ),
-            )
+        concurrent = {"WARC-Concurrent-To": page.record_id}
+        _write_record(
+            writer, page.url, "request", _warc_headers(clock.record_id(), date, concurrent), http=request
         )
     body = page.payload()
     headers = [
@@ -125,32 +110,28 @@ def _write_page(
         *page.extra_headers,
     ]
     response = StatusAndHeaders(f"{page.status} {_HTTP_REASONS[page.status]}", headers, protocol="HTTP/1.1")
-    writer.write_record(
-        writer.create_warc_record(
-            page.url,
-            "response",
-            payload=io.BytesIO(body),
-            length=len(body),
-            http_headers=response,
-            warc_headers_dict=_warc_headers(page.record_id, date, {}),
-        )
-    )
+    _write_record(writer, page.url, "response", _warc_headers(page.record_id, date, {}), body, http=response)
     if rng.random() < cfg.metadata_record_fraction:
         fields = f"fetchTimeMs: {rng.randint(20, 3000)}\r\ncharset-detected: {page.charset or 'unknown'}\r\n"
-        meta = fields.encode()
-        writer.write_record(
-            writer.create_warc_record(
-                page.url,
-                "metadata",
-                payload=io.BytesIO(meta),
-                length=len(meta),
-                warc_headers_dict=_warc_headers(
-                    clock.record_id(),
-                    date,
-                    {"WARC-Concurrent-To": page.record_id, "Content-Type": "application/warc-fields"},
-                ),
-            )
+        extra = {"WARC-Concurrent-To": page.record_id, "Content-Type": "application/warc-fields"}
+        _write_record(
+            writer, page.url, "metadata", _warc_headers(clock.record_id(), date, extra), fields.encode()
         )
+
+
+def _write_record(
+    writer: WARCWriter,
+    url: str,
+    kind: str,
+    warc_headers: dict[str, str],
+    payload: bytes | None = None,
+    http: StatusAndHeaders | None = None,
+) -> None:
+    """One record of `kind`; `payload` is its block after the HTTP headers (none for a request)."""
+    block = {} if payload is None else {"payload": io.BytesIO(payload), "length": len(payload)}
+    writer.write_record(
+        writer.create_warc_record(url, kind, http_headers=http, warc_headers_dict=warc_headers, **block)
+    )
 
 
 def label(page: Page) -> dict[str, Any]:

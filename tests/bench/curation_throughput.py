@@ -83,12 +83,13 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
+
+from datatrove_side import require_datatrove, run_worker
 
 MISSING = (
     "datatrove's curation pipeline is not installed for this interpreter. `make bench` builds its own\n"
@@ -128,26 +129,43 @@ def cpu_seconds() -> float:
 # --- datatrove (imports only datatrove, its dependencies and the standard library) ---------------
 
 
-def datatrove_steps(spec: dict, out: Path) -> list:
-    """The pipeline, step by step; `spec` says where the WARC, our lists and our model are."""
-    from datatrove.pipeline.extractors import Trafilatura
-    from datatrove.pipeline.filters import (
-        C4QualityFilter,
-        FineWebQualityFilter,
-        GopherQualityFilter,
-        GopherRepetitionFilter,
-        LanguageFilter,
-        URLFilter,
-    )
-    from datatrove.pipeline.formatters import PIIFormatter
-    from datatrove.pipeline.readers import WarcReader
-    from datatrove.pipeline.writers import ParquetWriter
+def datatrove_resiliparse():
+    """datatrove has no resiliparse step: its extractor base (per-page sandbox process, 1 s timeout)
+    around resiliparse with the options of our `extract.extractor: resiliparse`."""
+    from datatrove.pipeline.extractors.base import BaseExtractor
+
+    class Resiliparse(BaseExtractor):
+        name = "resiliparse"
+
+        def __init__(self) -> None:
+            super().__init__(timeout=1)
+
+        def extract(self, text: str) -> str:
+            from resiliparse.extract.html2text import extract_plain_text
+
+            return extract_plain_text(
+                text,
+                preserve_formatting=True,
+                main_content=True,
+                list_bullets=True,
+                alt_texts=False,
+                links=False,
+                form_fields=False,
+                noscript=False,
+                comments=False,
+                skip_elements=["table"],
+            )
+
+    return Resiliparse()
+
+
+def datatrove_language_filter(lid_model: str, **kwargs):
+    """datatrove's LanguageFilter (English, threshold 0.65, as FineWeb) on our lid.176.ftz file: its
+    stock FT176LID downloads lid.176.bin on first use."""
+    from datatrove.pipeline.filters import LanguageFilter
     from datatrove.utils.lid import FT176LID
-    from tldextract import TLDExtract
 
     class LocalLID(FT176LID):
-        """FT176LID on a local model file: the stock one downloads lid.176.bin on first use."""
-
         def __init__(self, languages: list[str], path: str) -> None:
             super().__init__(languages)
             self.path = path
@@ -160,10 +178,25 @@ def datatrove_steps(spec: dict, out: Path) -> list:
                 self._model = _FastText(self.path)
             return self._model
 
-    class OfflineLanguageFilter(LanguageFilter):
-        def __init__(self, path: str, **kwargs) -> None:
-            super().__init__(**kwargs)
-            self.model = LocalLID(self.languages, path)
+    language_filter = LanguageFilter(languages=["en"], language_threshold=0.65, **kwargs)
+    language_filter.model = LocalLID(language_filter.languages, lid_model)
+    return language_filter
+
+
+def datatrove_steps(spec: dict, out: Path) -> list:
+    """The pipeline, step by step; `spec` says where the WARC, our lists and our model are."""
+    from datatrove.pipeline.extractors import Trafilatura
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+        URLFilter,
+    )
+    from datatrove.pipeline.formatters import PIIFormatter
+    from datatrove.pipeline.readers import WarcReader
+    from datatrove.pipeline.writers import ParquetWriter
+    from tldextract import TLDExtract
 
     class OfflineURLFilter(URLFilter):
         def __init__(self, **kwargs) -> None:
@@ -186,10 +219,12 @@ def datatrove_steps(spec: dict, out: Path) -> list:
             use_integrated_lists=False,
             exclusion_writer=dropped("url_filter"),
         ),
-        Trafilatura(favour_precision=True, **spec["extraction_options"]),
-        OfflineLanguageFilter(
-            spec["lid_model"], languages=["en"], language_threshold=0.65, exclusion_writer=dropped("language")
+        (
+            datatrove_resiliparse()
+            if spec.get("extractor") == "resiliparse"
+            else Trafilatura(favour_precision=True, **spec["extraction_options"])
         ),
+        datatrove_language_filter(spec["lid_model"], exclusion_writer=dropped("language")),
         GopherRepetitionFilter(exclusion_writer=dropped("gopher_repetition")),
         GopherQualityFilter(exclusion_writer=dropped("gopher_quality")),
         C4QualityFilter(filter_no_terminal_punct=False, exclusion_writer=dropped("c4")),
@@ -264,6 +299,9 @@ def worker(args: argparse.Namespace) -> None:
     import spacy  # noqa: F401
     import trafilatura  # noqa: F401
     import warcio  # noqa: F401
+
+    with contextlib.suppress(ImportError):  # --extractor resiliparse
+        import resiliparse.extract.html2text  # noqa: F401
     from loguru import logger
 
     logger.remove()  # its per-document warnings would only slow the run; stderr is not read
@@ -296,7 +334,7 @@ def datatrove_spec(warc: Path) -> dict:
     }
 
 
-def our_stages() -> list[tuple[str, object, dict]]:
+def our_stages(extractor: str = "trafilatura") -> list[tuple[str, object, dict]]:
     """(stage, make_blocks, keyword arguments of `_run_shard`) for each filter stage, in order."""
     import functools
 
@@ -307,7 +345,7 @@ def our_stages() -> list[tuple[str, object, dict]]:
         ("url_filter", functools.partial(url_filter.make_blocks, url_filter.UrlFilterConfig()), {}),
         (
             "extract",
-            functools.partial(extract.make_blocks, extract.ExtractConfig()),
+            functools.partial(extract.make_blocks, extract.ExtractConfig(extractor=extractor)),
             {"drop_columns": ("html",)},
         ),
         (
@@ -322,7 +360,7 @@ def our_stages() -> list[tuple[str, object, dict]]:
     ]
 
 
-def our_run(warc: Path) -> dict:
+def our_run(warc: Path, extractor: str = "trafilatura") -> dict:
     """One run of our stages' shard functions over the WARC, into a fresh store."""
     from components.core.artifacts import ArtifactStore
     from components.data import language, url_filter
@@ -330,7 +368,9 @@ def our_run(warc: Path) -> dict:
     from components.data.ingest import IngestConfig, ingest_file
     from components.io.documents import list_shards
 
-    stages = our_stages()  # configs and model path resolved before the clock, as a stage does in its driver
+    stages = our_stages(
+        extractor
+    )  # configs and model path resolved before the clock, as a stage does in its driver
     # A worker process keeps the model and the parsed lists across shards; each run starts without
     # them, as each datatrove run loads its own.
     language.load_model.cache_clear()
@@ -343,7 +383,7 @@ def our_run(warc: Path) -> dict:
         documents = store.join(tmp, "ingest")
         store.makedirs(documents)
         counts = ingest_file(
-            (0, str(warc)),
+            (0, (str(warc), 0, None)),  # the whole file as one task
             store_root=tmp,
             out_uri=documents,
             done_uri=store.join(tmp, "done", "ingest"),
@@ -388,13 +428,9 @@ def our_run(warc: Path) -> dict:
 
 def datatrove_once(args: argparse.Namespace, spec: dict, spec_file: Path) -> dict:
     spec_file.write_text(json.dumps(spec))
-    cmd = [args.datatrove_python or sys.executable, __file__, "--worker", "--spec", str(spec_file)]
     # No network: the model and lists come from our side, and the Hub must not be asked for anything.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        sys.exit(f"datatrove run failed:\n{done.stderr[-3000:]}\n\n{MISSING}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return run_worker(__file__, args.datatrove_python, ["--spec", str(spec_file)], MISSING, **offline)
 
 
 def keep_fastest(best: dict[str, dict], name: str, run: dict) -> None:
@@ -459,6 +495,12 @@ def main() -> None:
     parser.add_argument("--datatrove-python", help="interpreter with datatrove installed (default: this one)")
     parser.add_argument("--warc", type=Path, help="a (gzipped) WARC file; default: the tiny world's crawl")
     parser.add_argument("--repeats", type=int, default=3, help="runs per side; the fastest is shown")
+    parser.add_argument(
+        "--extractor",
+        choices=("trafilatura", "resiliparse"),
+        default="trafilatura",
+        help="ours: extract.extractor; datatrove: its Trafilatura, or its extractor base around resiliparse",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -466,12 +508,7 @@ def main() -> None:
         worker(args)
         return
 
-    if not args.datatrove_python:
-        try:
-            import datatrove  # noqa: F401
-        except ImportError:
-            sys.exit(MISSING)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+    require_datatrove(args.datatrove_python, MISSING)
 
     with tempfile.TemporaryDirectory(prefix="curation-bench-") as tmp:
         warc = args.warc or tiny_world_warc(Path(tmp, "crawl"))
@@ -481,16 +518,18 @@ def main() -> None:
             "datatrove": {"extraction_options": {}},
             "datatrove, our trafilatura options": {"extraction_options": OUR_EXTRACTION_OPTIONS},
         }
+        if args.extractor == "resiliparse":
+            variants = {"datatrove, resiliparse": {"extractor": "resiliparse"}}
         # Alternate the sides so that changes in machine load hit all alike; keep each one's best.
         best: dict[str, dict] = {}
         for _ in range(args.repeats):
-            keep_fastest(best, "ours", our_run(warc))
+            keep_fastest(best, "ours", our_run(warc, args.extractor))
             for name, options in variants.items():
                 run = datatrove_once(args, {**spec, **options}, Path(tmp, "spec.json"))
                 keep_fastest(best, name, run)
                 best[name]["versions"] = run["versions"]
 
-    print_environment(best["datatrove"]["versions"])
+    print_environment(next(run["versions"] for name, run in best.items() if name != "ours"))
     print_results(best, args.repeats)
 
 

@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from datatrove_side import require_datatrove, run_worker
 
 MISSING = (
     "datatrove is not installed for this interpreter (datatrove 0.10 needs xxhash<4, which this\n"
@@ -151,13 +151,7 @@ def main() -> None:
         worker(args)
         return
 
-    if not args.datatrove_python:
-        try:
-            import datatrove  # noqa: F401
-        except ImportError:
-            sys.exit(MISSING)
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+    require_datatrove(args.datatrove_python, MISSING)
     texts = tiny_world_texts(args.copies)
     print(f"documents: {len(texts)} tiny-world main texts, {sum(map(len, texts)) / 1e6:.2f} M characters")
 
@@ -168,11 +162,8 @@ def main() -> None:
         def theirs_once() -> dict[str, float]:
             if not args.datatrove_python:
                 return datatrove_times(texts, 1)
-            cmd = [args.datatrove_python, __file__, "--worker", "--texts", str(texts_file), "--repeats", "1"]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"datatrove run failed:\n{done.stderr[-3000:]}\n\n{MISSING}")
-            return json.loads(done.stdout.strip().splitlines()[-1])
+            worker_args = ["--texts", str(texts_file), "--repeats", "1"]
+            return run_worker(__file__, args.datatrove_python, worker_args, MISSING)
 
         # Alternate the two sides so that changes in machine load hit both alike; keep each path's best.
         theirs: dict[str, float] = {}

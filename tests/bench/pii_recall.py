@@ -47,18 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from components.data.pii import (
-    DEFAULT_PHONE_REGIONS,
-    PII_TYPES,
-    SCRUB_PHONE_REGIONS,
-    PIIBlock,
-    PIIConfig,
-    _match_window,
-    anonymise,
-    detect,
-    phone_regions,
-    pii_truth,
-)
+from components.data.pii import PIIBlock, anonymise, detect, pii_truth
+from components.data.pii_config import DEFAULT_PHONE_REGIONS, PII_TYPES, PIIConfig
+from components.data.pii_phones import SCRUB_PHONE_REGIONS, _match_window, phone_regions
 from components.world.crawl import CrawlConfig, generate_crawl
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from components.core.artifacts import Artifact, ArtifactStore
-from components.core.stage import RunEnv, run_stage
+from components.core.stage import run_stage
 from components.data.curation_report import (
     CurationReportConfig,
     curation_report,
@@ -44,7 +44,11 @@ def url(pid: str) -> str:
 
 def text(pid: str) -> str:
     # p0 still carries its PII value in the final corpus; p11's was anonymised by the pii stage.
-    return {"p0": "Call +44 20 7946 0958.", "p11": "Call 555-0100."}.get(pid, f"Text of {pid}.")
+    return {
+        "p0": "Call +44 20 7946 0958.",
+        "p11": "Call 555-0100.",
+        "p4": "Cheap pills { today } -- mail jane.doe@pharma-deals.com now.",
+    }.get(pid, f"Text of {pid}.")
 
 
 def build(tmp_path: Path) -> dict[str, Artifact]:
@@ -118,15 +122,9 @@ def test_funnel_counts(tmp_path):
     assert all("unaccounted" not in r for r in rows)
 
 
-def test_report_stage(tmp_path, tracking_uri, request):
+def test_report_stage(tmp_path, tracking_uri, run_env):
     inputs = build(tmp_path)
-    env = RunEnv(
-        run_id="r",
-        store=str(tmp_path / "store"),
-        tracking_uri=tracking_uri,
-        experiment=request.node.nodeid,
-        artifact_location=str(tmp_path / "mlartifacts"),
-    )
+    env = run_env
     record = run_stage(curation_report, CurationReportConfig(), inputs, env)
     m = record.metrics
     assert m["documents_initial"] == 11 and m["documents_final"] == 4
@@ -165,16 +163,40 @@ def test_report_stage(tmp_path, tracking_uri, request):
     assert metrics["truth.junk_recall.short"] == 0.0 and metrics["quality.documents_out"] == 6
 
 
-def test_fractions_of_nothing_are_not_reported(tmp_path, tracking_uri, request):
+def test_what_each_rule_dropped_is_in_mlflow(tmp_path, tracking_uri, run_env):
+    """Per stage and reason: a count metric, a row of the `drops.json` table and a sample of the dropped
+    documents with their text -- scrubbed of PII -- in the report's MLflow run."""
+    record = run_stage(curation_report, CurationReportConfig(samples_per_reason=3), build(tmp_path), run_env)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(record.mlflow_run_id)
+    assert run.data.metrics["quality.dropped.fineweb_quality.short_lines"] == 1
+    assert run.data.metrics["url_filter.dropped.url_filter.blocklisted_domain"] == 1
+    assert json.loads(run.data.tags["mlflow.loggedArtifacts"]) == [{"path": "drops.json", "type": "table"}]
+
+    local = Path(client.download_artifacts(record.mlflow_run_id, "", str(tmp_path / "mlflow")))
+    table = json.loads((local / "drops.json").read_text())
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    by_reason = {(r["stage"], r["reason"]): r for r in rows}
+    fates = {v[4] for v in PAGES.values() if "/" in v[4]}
+    assert set(by_reason) == {tuple(f.split("/", 1)) for f in fates}  # every stage and reason, nothing else
+    spam = by_reason[("quality", "fineweb_quality.short_lines")]
+    assert spam["dropped"] == 1 and spam["share_of_stage_input"] == round(1 / 8, 4)
+    for (stage_name, reason), row in by_reason.items():
+        lines = (local / row["samples"]).read_text().splitlines()
+        assert row["samples"] == f"samples/dropped/{stage_name}/{reason}.jsonl"
+        samples = [json.loads(line) for line in lines]
+        pids = [pid for pid, v in PAGES.items() if v[4] == f"{stage_name}/{reason}"]
+        assert [s["url"] for s in samples] == [url(p) for p in pids]
+        assert all(s["drop_reason"] == reason and s["text"] for s in samples)
+    (spam_sample,) = [json.loads(x) for x in (local / spam["samples"]).read_text().splitlines()]
+    assert spam_sample["text"] == "Cheap pills { today } -- mail email@example.com now."  # scrubbed
+    assert "jane.doe" not in (local / spam["samples"]).read_text()
+
+
+def test_fractions_of_nothing_are_not_reported(tmp_path, tracking_uri, run_env):
     """Junk precision over stages that dropped nothing has nothing to check: null in the JSON, no metric;
     the scores that do have something to check keep their values."""
-    env = RunEnv(
-        run_id="r",
-        store=str(tmp_path / "store"),
-        tracking_uri=tracking_uri,
-        experiment=request.node.nodeid,
-        artifact_location=str(tmp_path / "mlartifacts"),
-    )
+    env = run_env
     record = run_stage(curation_report, CurationReportConfig(junk_stages=["pii"]), build(tmp_path), env)
     assert "junk_precision" not in record.metrics
     assert record.metrics["junk_recall"] == 2 / 3 and record.metrics["good_kept_fraction"] == 3 / 4
@@ -191,17 +213,11 @@ def test_fractions_of_nothing_are_not_reported(tmp_path, tracking_uri, request):
     assert truth["good_en_kept_fraction"] is None
 
 
-def test_report_without_labels_or_some_stages(tmp_path, tracking_uri, request):
+def test_report_without_labels_or_some_stages(tmp_path, run_env):
     """Only two stages wired, no labels, no ingest: counts only, and the funnel still draws."""
     full = build(tmp_path)
     inputs = {k: v for k, v in full.items() if k.startswith(("dedup_", "pii_"))}
-    env = RunEnv(
-        run_id="r",
-        store=str(tmp_path / "store"),
-        tracking_uri=tracking_uri,
-        experiment=request.node.nodeid,
-        artifact_location=str(tmp_path / "mlartifacts"),
-    )
+    env = run_env
     record = run_stage(curation_report, CurationReportConfig(), inputs, env)
     assert record.metrics == {"documents_initial": 6.0, "documents_final": 5.0}
     report = json.loads((Path(record.outputs["report"].uri) / "report.json").read_text())

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import ConfigError
-from components.core.stage import RunEnv, run_stage
+from components.core.stage import run_stage
 from components.data.decontaminate import (
     DecontaminateConfig,
     DecontaminationBlock,
@@ -193,7 +193,7 @@ def _benchmark(path: Path) -> list[dict]:
     return items
 
 
-def test_stage_drops_leaks_and_reports(tmp_path, tracking_uri, request):
+def test_stage_drops_leaks_and_reports(tmp_path, tracking_uri, run_env):
     items = _benchmark(tmp_path / "knowledge")
     quiz = render_item(items[1]).upper().replace("\n", "  ")  # shouted, one line: still the same words
     pages = {
@@ -216,13 +216,7 @@ def test_stage_drops_leaks_and_reports(tmp_path, tracking_uri, request):
         "benchmark": Artifact(uri=str(tmp_path / "knowledge"), kind="knowledge", digest="k"),
         "labels": Artifact(uri=str(crawl), kind="warc", digest="c"),
     }
-    env = RunEnv(
-        run_id="r",
-        store=str(tmp_path / "store"),
-        tracking_uri=tracking_uri,
-        experiment=request.node.nodeid,
-        artifact_location=str(tmp_path / "mlartifacts"),
-    )
+    env = run_env
     record = run_stage(decontaminate, DecontaminateConfig(), inputs, env)
     assert record.metrics["documents_contaminated"] == 2 and record.metrics["documents_out"] == 2
     assert record.metrics["contamination_precision"] == 1.0 and record.metrics["contamination_recall"] == 1.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import random
 import signal
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from components.core.artifacts import Artifact, ArtifactStore
+from components.core.artifacts import ArtifactStore
 from components.core.stage import RunEnv, run_stage
 from components.data.extract import (
     ExtractConfig,
@@ -23,9 +22,7 @@ from components.data.extract import (
     text_truth,
     time_limit,
 )
-from components.data.ingest import IngestConfig, ingest_file
 from components.io.documents import iter_documents
-from components.world.crawl import CrawlConfig, KnowledgeConfig, generate_crawl
 from components.world.noise import break_markup
 from components.world.pages import Chrome, render_html
 
@@ -198,16 +195,9 @@ def test_extract_truth_with_nothing_to_check_has_no_scores():
 
 
 @pytest.fixture(scope="module")
-def tiny_documents(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("extractworld")
-    knowledge = KnowledgeConfig(countries=4, cities_per_country=2, people=8, unknown_entities=3)
-    generate_crawl(CrawlConfig(pages=400, warc_files=2, knowledge=knowledge), root / "crawl")
-    store = ArtifactStore(root / "store")
-    out, done = store.join(store.root, "ingest", "documents"), store.join(store.root, "ingest", "done")
-    for i, path in enumerate(sorted(glob.glob(str(root / "crawl" / "*.warc.gz")))):
-        ingest_file((i, path), store_root=store.root, out_uri=out, done_uri=done, config=IngestConfig())
-    crawl = Artifact(uri=str(root / "crawl"), kind="crawl", digest=store.digest(str(root / "crawl")))
-    return {"crawl": crawl, "documents": Artifact(uri=out, kind="documents", digest=store.digest(out))}
+def tiny_documents(tmp_path_factory, ingest_crawl) -> dict:
+    _, crawl, documents = ingest_crawl(tmp_path_factory.mktemp("extractworld"), pages=400)
+    return {"crawl": crawl, "documents": documents}
 
 
 def test_stage_on_the_tiny_world(tmp_path: Path, tracking_uri: str, tiny_documents: dict):
@@ -225,3 +215,40 @@ def test_stage_on_the_tiny_world(tmp_path: Path, tracking_uri: str, tiny_documen
     assert store.listdir(dropped_uri) == ["extract.empty"]
     for doc in iter_documents(store, store.join(dropped_uri, "extract.empty")):
         assert doc["html"] and doc["drop_reason"] == "extract.empty"  # kept for inspection
+
+
+# --- resiliparse ---------------------------------------------------------------------------------
+
+
+def test_resiliparse_keeps_the_article_and_leaves_the_chrome():
+    reason, doc = run(page(), extractor="resiliparse")
+    assert reason is None
+    assert [line for line in doc["text"].splitlines() if line] == [t for _, t in ARTICLE]
+
+
+@pytest.mark.parametrize(
+    ("html", "reason"),
+    [
+        ("", "empty"),
+        ("<html><head><title>only a title</title></head></html>", "empty"),
+        ("\x00\x01binary\xff junk", "parse_error"),
+        ("plain text that has no tag at all, " * 20, "parse_error"),
+    ],
+)
+def test_resiliparse_failures_have_the_same_reasons_as_trafilatura(html, reason):
+    assert run(html, extractor="resiliparse")[0] == reason
+    assert run(html)[0] == reason
+
+
+def test_resiliparse_tables_follow_include_tables():
+    html = (
+        "<html><body><main><p>A paragraph that is long enough to be the main content of this page.</p>"
+        "<table><tr><td>the text of a cell</td></tr></table></main></body></html>"
+    )
+    assert "the text of a cell" not in run(html, extractor="resiliparse")[1]["text"]
+    assert "the text of a cell" in run(html, extractor="resiliparse", include_tables=True)[1]["text"]
+
+
+def test_unknown_extractor_is_refused():
+    with pytest.raises(ValueError, match="extractor"):
+        ExtractConfig(extractor="readability")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -15,11 +16,15 @@ from warcio.warcwriter import WARCWriter
 from components.core.artifacts import Artifact
 from components.core.config import ConfigError
 from components.data.ingest import (
+    ByteRange,
     IngestConfig,
     decode_html,
     ingest_file,
+    member_after,
+    plan_ranges,
     read_pages,
     resolve_warc_files,
+    starts_record,
 )
 
 PAGE = "<html><head><title>{t}</title></head><body><p>{t} is a page about Velmora.</p></body></html>"
@@ -144,7 +149,7 @@ def test_ingest_file_writes_shards_and_resumes(tmp_path):
     out, done = tmp_path / "docs", tmp_path / "done"
     kwargs = dict(store_root=str(tmp_path), out_uri=str(out), done_uri=str(done))
     kwargs["config"] = IngestConfig(shard_docs=2)
-    counts = ingest_file((0, str(path)), **kwargs)
+    counts = ingest_file((0, (str(path), 0, None)), **kwargs)
     assert counts["documents"] == 5 and counts["shards"] == 3
     table = pq.read_table(out)
     assert table.num_rows == 5
@@ -152,7 +157,74 @@ def test_ingest_file_writes_shards_and_resumes(tmp_path):
     assert len(set(table.column("id").to_pylist())) == 5
     # A rerun finds the file's marker and does not read it again.
     path.write_bytes(b"garbage")
-    assert ingest_file((0, str(path)), **kwargs) == counts
+    assert ingest_file((0, (str(path), 0, None)), **kwargs) == counts
+
+
+def big_warc(path: Path, records: int = 300) -> tuple[list[str], int]:
+    """A gzipped WARC of `records` pages with incompressible bodies (so the file is large enough to
+    split at small `split_mb`); returns the urls and the offset of a decoy: the gzip magic bytes inside a
+    record's member (stored uncompressed), where no record starts."""
+    import random
+
+    rng = random.Random(3)
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=True)
+    writer.write_record(writer.create_warcinfo_record("big.warc", {"software": "test"}))
+    urls, decoy = [], -1
+    for i in range(records):
+        noise = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789 ") for _ in range(3000))
+        body = f"<html><body><p>Page {i}.</p><p>{noise}</p></body></html>".encode()
+        urls.append(f"http://big.example/{i}")
+        if i != 40:
+            response(writer, urls[-1], body, "text/html")
+            continue
+        raw = io.BytesIO()  # this record's member stored at level 0, so its body's bytes appear as is
+        response(WARCWriter(raw, gzip=False), urls[-1], body + b"\x1f\x8b\x08 decoy", "text/html")
+        member = gzip.compress(raw.getvalue(), compresslevel=0, mtime=0)
+        decoy = buf.tell() + member.index(b"\x1f\x8b\x08", 3)
+        buf.write(member)
+    path.write_bytes(buf.getvalue())
+    return urls, decoy
+
+
+def test_a_large_gzipped_warc_is_split_at_record_members(tmp_path):
+    """Byte ranges of ~64 KiB meet where a record's gzip member starts; read one by one they give every
+    page exactly once, in order, as the whole file does -- and a plain WARC is never split."""
+    path = tmp_path / "big.warc.gz"
+    urls, decoy = big_warc(path)
+    size = path.stat().st_size
+    split_mb = 64 / 1024
+    tasks = plan_ranges([str(path)], split_mb)
+    assert len(tasks) == pytest.approx(size / 2**16, abs=1.5) and len(tasks) > 5
+    assert tasks[0][1] == 0 and tasks[-1][2] == size
+    assert all(a[2] == b[1] for a, b in itertools.pairwise(tasks))  # ranges meet
+    with open(path, "rb") as f:
+        for _, start, _ in tasks:
+            assert starts_record(f, start)
+        assert not starts_record(f, decoy)  # magic bytes, but no record: the split looks past them
+        assert member_after(f, decoy, size) > decoy
+
+    seen, counts = [], Counter()
+    with open(path, "rb") as f:
+        for _, start, end in tasks:
+            seen += [p.url for p in read_pages(ByteRange(f, start, end), IngestConfig(), counts)]
+    assert seen == urls and counts["corrupt_records"] == 0
+
+    out = tmp_path / "docs"
+    for index, task in enumerate(tasks):
+        kwargs = dict(store_root=str(tmp_path), out_uri=str(out), done_uri=str(tmp_path / "done"))
+        ingest_file((index, task), config=IngestConfig(split_mb=split_mb), **kwargs)
+    assert pq.read_table(out).column("url").to_pylist() == urls  # shard names keep the file's order
+
+    plain = tmp_path / "big.warc"
+    with gzip.open(path) as f:
+        plain.write_bytes(f.read())
+    assert plan_ranges([str(plain)], split_mb) == [(str(plain), 0, None)]
+    # One gzip stream for the whole file: no member to split at, so one range, still read whole.
+    single = tmp_path / "single.warc.gz"
+    single.write_bytes(gzip.compress(plain.read_bytes()))
+    ranges = plan_ranges([str(single)], split_mb)
+    assert [(a, b) for _, a, b in ranges] == [(0, single.stat().st_size)]
 
 
 def test_resolve_warc_files_errors(tmp_path):
@@ -169,3 +241,16 @@ def test_resolve_warc_files_errors(tmp_path):
     crawl = Artifact(uri=str(tmp_path), kind="crawl", digest="x")
     found = resolve_warc_files(IngestConfig(), {"crawl": crawl}, ArtifactStore(tmp_path))
     assert [Path(f).name for f in found] == ["a.warc.gz", "b.warc"]
+
+
+def test_a_directory_in_ingest_paths_means_every_warc_file_below_it(tmp_path):
+    crawl = tmp_path / "crawl"
+    (crawl / "2026" / "12").mkdir(parents=True)
+    for name in ("b.warc.gz", "2026/12/a.warc", "notes.txt", "2026/index.html"):
+        (crawl / name).write_bytes(b"")
+    found = resolve_warc_files(IngestConfig(paths=[str(crawl)]), {}, None)
+    assert [Path(f).relative_to(crawl).as_posix() for f in found] == ["2026/12/a.warc", "b.warc.gz"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=r"empty does not exist or matches no WARC file"):
+        resolve_warc_files(IngestConfig(paths=[str(empty)]), {}, None)

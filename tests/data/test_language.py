@@ -14,7 +14,6 @@ from components.core.config import ConfigError
 from components.core.stage import RunEnv, run_stage
 from components.data.extract import ExtractConfig
 from components.data.extract import make_blocks as extract_blocks
-from components.data.ingest import IngestConfig, ingest_file
 from components.data.language import (
     LanguageConfig,
     LanguageFilter,
@@ -25,7 +24,6 @@ from components.data.language import (
     top_k_needed,
 )
 from components.io.documents import iter_documents, read_documents, write_documents
-from components.world.crawl import CrawlConfig, KnowledgeConfig, generate_crawl
 
 
 class Stub:
@@ -121,15 +119,10 @@ def test_model_is_loaded_once_per_process():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict:
+def tiny(tmp_path_factory, ingest_crawl) -> dict:
     """A small labelled crawl, ingested and extracted (extraction run in-process, not as a stage)."""
-    root = tmp_path_factory.mktemp("langworld")
-    knowledge = KnowledgeConfig(countries=4, cities_per_country=2, people=8, unknown_entities=3)
-    generate_crawl(CrawlConfig(pages=400, warc_files=2, knowledge=knowledge), root / "crawl")
-    store = ArtifactStore(root / "store")
-    raw, done = store.join(store.root, "raw"), store.join(store.root, "done")
-    for i, path in enumerate(sorted(glob.glob(str(root / "crawl" / "*.warc.gz")))):
-        ingest_file((i, path), store_root=store.root, out_uri=raw, done_uri=done, config=IngestConfig())
+    store, crawl, html = ingest_crawl(tmp_path_factory.mktemp("langworld"), pages=400)
+    raw = html.uri
     texts = store.join(store.root, "texts")
     store.makedirs(texts)
     [extractor] = extract_blocks(ExtractConfig())
@@ -138,11 +131,10 @@ def tiny(tmp_path_factory) -> dict:
         write_documents(
             store, store.join(texts, name), [{k: v for k, v in d.items() if k != "html"} for d in docs]
         )
-    crawl = Artifact(uri=str(root / "crawl"), kind="crawl", digest=store.digest(str(root / "crawl")))
     return {
         "crawl": crawl,
         "documents": Artifact(uri=texts, kind="documents", digest=store.digest(texts)),
-        "html": Artifact(uri=raw, kind="documents", digest=store.digest(raw)),
+        "html": html,
     }
 
 

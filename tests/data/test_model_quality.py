@@ -91,14 +91,7 @@ def world(tmp_path_factory) -> dict:
     }
 
 
-def run(world: dict, tmp_path: Path, tracking_uri: str, experiment: str, **config):
-    env = RunEnv(
-        run_id="r",
-        store=str(tmp_path / "store"),
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        artifact_location=str(tmp_path / "mlartifacts"),
-    )
+def run(world: dict, env: RunEnv, **config):
     inputs = {"documents": world["documents"], "labels": world["labels"]}
     return run_stage(model_quality, ModelQualityConfig(**config), inputs, env, force=True)
 
@@ -112,10 +105,10 @@ def scored(record) -> tuple[dict[str, float], dict[str, float]]:
 
 
 @pytest.fixture(scope="module")
-def trained(world, tmp_path_factory, tracking_uri):
+def trained(world, tmp_path_factory, stage_env):
     """One training run of the stage (reference file vs the crawl), shared by the tests below."""
-    tmp = tmp_path_factory.mktemp("trained")
-    return run(world, tmp, tracking_uri, "model_quality_trained", reference_path=world["reference"])
+    env = stage_env(tmp_path_factory.mktemp("trained"), "model_quality_trained")
+    return run(world, env, reference_path=world["reference"])
 
 
 # --- training, scoring, keeping -----------------------------------------------------------------
@@ -160,21 +153,21 @@ def test_training_is_deterministic(tmp_path):
     assert (tmp_path / "a.bin").read_bytes() != (tmp_path / "c.bin").read_bytes()
 
 
-def test_given_model_is_loaded_not_trained(world, trained, tmp_path, tracking_uri, request):
+def test_given_model_is_loaded_not_trained(world, trained, run_env):
     model = str(Path(trained.outputs["classifier"].uri) / "model.bin")
-    record = run(world, tmp_path, tracking_uri, request.node.nodeid, model_path=model)
+    record = run(world, run_env, model_path=model)
     stats = json.loads((Path(record.outputs["classifier"].uri) / "classifier.json").read_text())
     assert stats["source"] == "model_path" and sorted(stats["labels"]) == ["__label__crawl", "__label__good"]
     assert "training_examples" not in stats
     assert scored(record) == scored(trained)  # the same model: the same scores and decisions
 
 
-def test_fixed_threshold(world, trained, tmp_path, tracking_uri, request):
+def test_fixed_threshold(world, trained, tracking_uri, run_env):
     model = str(Path(trained.outputs["classifier"].uri) / "model.bin")
     every_kept, every_dropped = scored(trained)
     scores = sorted({**every_kept, **every_dropped}.values())
     threshold = scores[100]  # a document scored exactly at the threshold is kept
-    record = run(world, tmp_path, tracking_uri, request.node.nodeid, model_path=model, threshold=threshold)
+    record = run(world, run_env, model_path=model, threshold=threshold)
     kept, dropped = scored(record)
     assert len(kept) == 70 and len(dropped) == 100
     assert min(kept.values()) == threshold and max(dropped.values()) < threshold
@@ -184,13 +177,11 @@ def test_fixed_threshold(world, trained, tmp_path, tracking_uri, request):
     assert float(run_data.params["threshold"]) == threshold and "classifier.cutoff" not in run_data.metrics
 
 
-def test_top_percentile(world, trained, tmp_path, tracking_uri, request):
+def test_top_percentile(world, trained, run_env):
     model = str(Path(trained.outputs["classifier"].uri) / "model.bin")
     record = run(
         world,
-        tmp_path,
-        tracking_uri,
-        request.node.nodeid,
+        run_env,
         model_path=model,
         keep_by="top_percentile",
         top_percentile=50,
@@ -204,7 +195,7 @@ def test_top_percentile(world, trained, tmp_path, tracking_uri, request):
 # --- errors before any work ---------------------------------------------------------------------
 
 
-def test_missing_model_path_is_a_config_error_before_work(world, tmp_path, tracking_uri, request):
+def test_missing_model_path_is_a_config_error_before_work(world, tmp_path, run_env):
     # A local path is checked when the config is read: the run fails before any stage works.
     with pytest.raises(ConfigError, match=r"model_path: Value error, .*nope\.bin does not exist"):
         validate_config(ModelQualityConfig, {"model_path": str(tmp_path / "nope.bin")}, "model_quality")
@@ -212,32 +203,32 @@ def test_missing_model_path_is_a_config_error_before_work(world, tmp_path, track
         validate_config(ModelQualityConfig, {"reference_path": str(tmp_path / "none.jsonl")}, "model_quality")
     # A URL is checked when the stage starts, before it reads or writes anything.
     with pytest.raises(ConfigError, match=r"model_quality\.model_path: memory://nope\.bin does not exist"):
-        run(world, tmp_path, tracking_uri, request.node.nodeid, model_path="memory://nope.bin")
+        run(world, run_env, model_path="memory://nope.bin")
     stage_dirs = list((tmp_path / "store" / "stages" / "model_quality").iterdir())
     assert not any((d / "documents").exists() or (d / "classifier").exists() for d in stage_dirs)
 
 
-def test_unusable_models_are_config_errors(world, trained, tmp_path, tracking_uri, request):
+def test_unusable_models_are_config_errors(world, trained, tmp_path, run_env):
     corrupt = tmp_path / "corrupt.bin"
     corrupt.write_bytes(b"\x00not a fasttext model" * 100)
     with pytest.raises(ConfigError, match="is not a usable fastText model"):
-        run(world, tmp_path, tracking_uri, request.node.nodeid, model_path=str(corrupt))
+        run(world, run_env, model_path=str(corrupt))
     model = str(Path(trained.outputs["classifier"].uri) / "model.bin")
     with pytest.raises(ConfigError, match=r"set model_quality\.positive_label"):
-        run(world, tmp_path, tracking_uri, request.node.nodeid, model_path=model, positive_label="hq")
+        run(world, run_env, model_path=model, positive_label="hq")
 
 
-def test_nothing_to_train_on_is_a_config_error(world, tmp_path, tracking_uri, request):
+def test_nothing_to_train_on_is_a_config_error(world, run_env):
     with pytest.raises(ConfigError, match="nothing to train on"):
-        run(world, tmp_path, tracking_uri, request.node.nodeid)
+        run(world, run_env)
 
 
-def test_no_documents_no_training(world, tmp_path, tracking_uri, request):
+def test_no_documents_no_training(world, tmp_path, run_env):
     store = ArtifactStore(tmp_path / "empty")
     schema = pa.schema([("id", pa.string()), ("url", pa.string()), ("text", pa.string())])
     write_documents(store, store.uri("docs", "part-00000.parquet"), [], schema)
     empty = {**world, "documents": Artifact(uri=store.uri("docs"), kind="documents", digest="e")}
-    record = run(empty, tmp_path, tracking_uri, request.node.nodeid, reference_path=world["reference"])
+    record = run(empty, run_env, reference_path=world["reference"])
     assert record.metrics["documents_in"] == 0 and record.metrics["documents_out"] == 0
     stats = json.loads((Path(record.outputs["classifier"].uri) / "classifier.json").read_text())
     assert stats["source"] == "none"

@@ -13,22 +13,15 @@ from mlflow import MlflowClient
 from pydantic import ValidationError
 
 from components.core.artifacts import Artifact, ArtifactStore
-from components.core.stage import RunEnv, run_stage
-from components.data.pii import (
-    DEFAULT_PHONE_REGIONS,
-    DUMMIES,
+from components.core.stage import run_stage
+from components.data.pii import PIIBlock, detect, detect_in_url, pii, pii_truth, scrub
+from components.data.pii_addresses import DUMMIES
+from components.data.pii_config import DEFAULT_PHONE_REGIONS, PII_TYPES, PIIConfig
+from components.data.pii_phones import (
     LANGUAGE_REGIONS,
-    PII_TYPES,
     SCRUB_PHONE_REGIONS,
-    PIIBlock,
-    PIIConfig,
-    detect,
-    detect_in_url,
     phone_decoy_reason,
     phone_regions,
-    pii,
-    pii_truth,
-    scrub,
     url_region,
 )
 from components.io.documents import write_documents
@@ -483,15 +476,9 @@ def _all_pii(tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("mode", ["anonymise", "drop", "audit"])
-def test_stage_outputs_truth_and_scrubbed_mlflow_samples(tmp_path, tracking_uri, request, mode):
+def test_stage_outputs_truth_and_scrubbed_mlflow_samples(tmp_path, tracking_uri, mode, run_env):
     inputs = _inputs(tmp_path)
-    env = RunEnv(
-        run_id="r",
-        store=str(tmp_path / "store"),
-        tracking_uri=tracking_uri,
-        experiment=request.node.nodeid,
-        artifact_location=str(tmp_path / "mlartifacts"),
-    )
+    env = run_env
     record = run_stage(pii, PIIConfig(mode=mode), inputs, env)
     m = record.metrics
     assert m["documents_with_pii"] == 3 and m["pii_found"] == 7 + 1  # + the e-mail in a URL

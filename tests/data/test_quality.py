@@ -46,7 +46,7 @@ PAGES = {
 }
 
 
-def run(tmp_path: Path, tracking_uri: str, experiment: str, config: QualityConfig):
+def run(tmp_path: Path, env: RunEnv, config: QualityConfig):
     store = ArtifactStore(tmp_path / "in")
     docs = [{"id": f"d{i}", "url": u, "text": t} for i, (u, (_, _, t)) in enumerate(PAGES.items())]
     write_documents(store, store.uri("docs", "part-00000.parquet"), docs[:3])
@@ -62,13 +62,6 @@ def run(tmp_path: Path, tracking_uri: str, experiment: str, config: QualityConfi
         "documents": Artifact(uri=store.uri("docs"), kind="documents", digest="d"),
         "labels": Artifact(uri=str(crawl), kind="crawl", digest="c"),
     }
-    env = RunEnv(
-        run_id="r",
-        store=str(tmp_path / "store"),
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        artifact_location=str(tmp_path / "mlartifacts"),
-    )
     return run_stage(quality, config, inputs, env, force=True)
 
 
@@ -81,8 +74,8 @@ def dropped_reasons(record) -> dict[str, str]:
     )
 
 
-def test_stage_filters_rewrites_and_scores(tmp_path, tracking_uri, request):
-    record = run(tmp_path, tracking_uri, request.node.nodeid, QualityConfig())
+def test_stage_filters_rewrites_and_scores(tmp_path, tracking_uri, run_env):
+    record = run(tmp_path, run_env, QualityConfig())
     kept = pq.read_table(record.outputs["documents"].uri).to_pylist()
     assert [d["url"] for d in kept] == ["https://good.example/harbour"]
     # C4 removed the heading (too few words), the cookie line and the citation marker.
@@ -105,11 +98,11 @@ def test_stage_filters_rewrites_and_scores(tmp_path, tracking_uri, request):
     assert metrics["dropped.gopher_repetition.top_3gram_char_frac"] == 2
 
 
-def test_switched_off_blocks_hand_their_documents_on(tmp_path, tracking_uri, request):
+def test_switched_off_blocks_hand_their_documents_on(tmp_path, run_env):
     config = QualityConfig.model_validate(
         {"gopher_repetition": {"enabled": False}, "gopher_quality": {"enabled": False}}
     )
-    record = run(tmp_path, tracking_uri, request.node.nodeid, config)
+    record = run(tmp_path, run_env, config)
     assert dropped_reasons(record) == {
         "https://junk.example/repeat": "fineweb.dup_line_char_frac",
         "https://junk.example/short": "c4.too_few_sentences",  # C4 removed its only line

@@ -9,15 +9,17 @@ from __future__ import annotations
 import pytest
 
 from components.data.quality import QualityConfig, make_blocks
+from components.data.quality_config import (
+    C4Config,
+    FineWebQualityConfig,
+    GopherQualityConfig,
+    GopherRepetitionConfig,
+)
 from components.data.quality_rules import (
     C4,
-    C4Config,
     FineWebQuality,
-    FineWebQualityConfig,
     GopherQuality,
-    GopherQualityConfig,
     GopherRepetition,
-    GopherRepetitionConfig,
     NotEmpty,
     count_sentences,
     dup_ngram_char_frac,
@@ -346,6 +348,18 @@ def test_fineweb_terminal_punctuation_lines():
     open_ = [f"a line {unique(i)}" for i in range(100, 200)]
     assert decide(block, "\n".join(ended[:12] + open_[:88])) is None  # 12 of 100
     assert decide(block, "\n".join(ended[:11] + open_[:89])) == "line_punct_frac"  # 11 of 100
+
+
+def test_fineweb_terminals_are_sentence_terminals_not_quotes():
+    """As FineWeb's code: '."' ends no sentence; other scripts' full stops do (checked against
+    datatrove's FineWebQualityFilter on real pages, tests/bench/curation_agreement.py)."""
+    block = fineweb("min_line_punct_frac")
+    open_ = [f"a line {unique(i)}" for i in range(100, 188)]
+    quoted = [f'he said "line {unique(i)}."' for i in range(12)]
+    assert decide(block, "\n".join(quoted + open_)) == "line_punct_frac"  # 0 of 100
+    for mark in ("।", "。", "؟", "！", "‼"):
+        ended = [f"a line {unique(i)}{mark}" for i in range(12)]
+        assert decide(block, "\n".join(ended + open_)) is None, mark  # 12 of 100
 
 
 def test_fineweb_short_lines():

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from components.core.artifacts import Artifact, ArtifactStore
+from components.core.artifacts import ArtifactStore
 from components.core.config import ConfigError
 from components.core.stage import RunEnv, run_stage
-from components.data.ingest import IngestConfig, ingest_file
 from components.data.url_filter import (
     LIST_KINDS,
     UrlFilter,
@@ -26,7 +25,6 @@ from components.data.url_filter import (
     url_truth,
 )
 from components.io.documents import iter_documents
-from components.world.crawl import CrawlConfig, KnowledgeConfig, generate_crawl
 
 
 def check(url: str, **config) -> str | None:
@@ -210,23 +208,9 @@ def test_truth_with_nothing_to_check_has_no_scores():
 
 
 @pytest.fixture(scope="module")
-def tiny_documents(tmp_path_factory) -> dict:
+def tiny_documents(tmp_path_factory, ingest_crawl) -> dict:
     """A small labelled crawl, ingested."""
-    root = tmp_path_factory.mktemp("urlworld")
-    knowledge = KnowledgeConfig(countries=4, cities_per_country=2, people=8, unknown_entities=3)
-    generate_crawl(CrawlConfig(pages=600, warc_files=2, knowledge=knowledge), root / "crawl")
-    store = ArtifactStore(root / "store")
-    out = store.join(store.root, "ingest", "documents")
-    for i, path in enumerate(sorted(glob.glob(str(root / "crawl" / "*.warc.gz")))):
-        ingest_file(
-            (i, path),
-            store_root=store.root,
-            out_uri=out,
-            done_uri=store.join(store.root, "ingest", "done"),
-            config=IngestConfig(),
-        )
-    crawl = Artifact(uri=str(root / "crawl"), kind="crawl", digest=store.digest(str(root / "crawl")))
-    documents = Artifact(uri=out, kind="documents", digest=store.digest(out))
+    _, crawl, documents = ingest_crawl(tmp_path_factory.mktemp("urlworld"), pages=600)
     return {"crawl": crawl, "documents": documents}
 
 

@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from components.eval.chat_eval import chat_eval, format_samples, summarize
+from components.eval.chat_eval import chat_eval, format_samples, summarize, without_tools
 from components.model.gpt import GPT, GPTConfig
 from components.model.heads import ScalarHeadModel
 from components.tokenizer.bpe import (
@@ -19,7 +19,7 @@ from components.tokenizer.bpe import (
     special_token_ids,
     train_tokenizer,
 )
-from components.tokenizer.chat import render
+from components.tokenizer.chat import ChatTokens, render, tool_result_ids
 
 _TEXT = """
 The capital of Ejon is Thozusesh. What is the capital of Ejon? Let's work it out: 23 + 48 = 23 + 40 + 8
@@ -145,6 +145,7 @@ def test_summarize_without_verifiable_records_and_unknown_tasks(tok):
         "ended_rate": 1.0,
         "leaked_role_rate": 0.0,
         "mean_response_tokens": 3.0,
+        "tool_call_rate": 0.0,
     }
     assert summarize([]) == {"n": 0.0}
     bad = {"prompt": [{"role": "user", "content": "Hi"}], "answer": "x", "task": "no-such-task"}
@@ -182,3 +183,52 @@ def test_real_gpt_is_deterministic_restores_its_mode_and_rm_scores_prompt_plus_r
         alone = rm.eval().score(torch.tensor([prompt + out.response_lists()[0]]))
     assert first.samples[2]["rm_score"] == pytest.approx(float(alone), abs=1e-5)
     assert first.metrics["rm_score_mean"] == pytest.approx(sum(s["rm_score"] for s in first.samples) / 5)
+
+
+def test_the_tool_runs_inside_chat_eval_and_can_be_switched_off(tok):
+    special = ChatTokens.of(tok)
+    record = {
+        "prompt": [{"role": "user", "content": "What is 23 + 48?"}],
+        "answer": "71",
+        "task": "arithmetic",
+    }
+    prompt = tuple(render(tok, record["prompt"], add_generation_prompt=True).ids)
+    # The model calls the tool, then (where the tool's result goes) writes a wrong result of its own;
+    # it answers with whatever the result said, read here from the context by the script below.
+    own_result = [special.tool_result, *enc(tok, "70"), special.tool_result_end]
+    assert len(own_result) == len(tool_result_ids(tok, "71"))  # the script stays aligned either way
+    script = [
+        *enc(tok, "Let me calculate. "),
+        special.tool_call,
+        *enc(tok, "23 + 48"),
+        special.tool_call_end,
+        *own_result,
+        *enc(tok, " The answer is 71."),
+        special.im_end,
+    ]
+    model = ScriptedModel(tok.get_vocab_size(), {prompt: script}, filler=special.im_end)
+    with_tool = chat_eval(model, tok, [record], max_new_tokens=60)
+    reply = with_tool.samples[0]["reply"]
+    assert reply == (
+        "Let me calculate. <|tool_call|>23 + 48<|/tool_call|>"
+        "<|tool_result|>71<|/tool_result|> The answer is 71."
+    )
+    assert with_tool.samples[0]["tool_calls"] == 1 and with_tool.metrics["tool_call_rate"] == 1.0
+    assert with_tool.samples[0]["ended"] and with_tool.metrics["accuracy.arithmetic"] == 1.0
+    off = chat_eval(model, tok, [record], max_new_tokens=60, tools=False)
+    assert "<|tool_result|>70<|/tool_result|>" in off.samples[0]["reply"]  # nothing ran: its own guess
+    assert without_tools(model, tok, [record], max_new_tokens=60) == {
+        "no_tools_accuracy": 1.0,
+        "no_tools_accuracy.arithmetic": 1.0,
+    }
+
+
+def test_without_tools_is_empty_for_a_tokenizer_without_tool_tokens():
+    config = TokenizerConfig(
+        vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_sep|>", "<|im_end|>"]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        old = train_tokenizer([_TEXT] * 5, config)
+    model = ScriptedModel(old.get_vocab_size(), {}, filler=0)
+    assert without_tools(model, old, [{"prompt": "Hi", "answer": "1", "task": "arithmetic"}]) == {}

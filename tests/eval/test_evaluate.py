@@ -103,8 +103,8 @@ def world(tmp_path_factory) -> dict:
     tok.save(str(tok_file))
     special = special_token_ids(tok)
     im_sep, im_end = special[IM_SEP], special[IM_END]
-    five = encode_batch(tok, ["5"], append_eot=False)[0]
-    assert len(five) == 1  # digits are single tokens
+    five, eight = encode_batch(tok, ["5", "8"], append_eot=False)
+    assert len(five) == len(eight) == 1  # digits are single tokens
 
     (root / "tokens" / "val").mkdir(parents=True)
     rng = random.Random(0)
@@ -137,6 +137,7 @@ def world(tmp_path_factory) -> dict:
         "sft": scripted_model(tok, {im_sep: im_end}, 2),  # replies with nothing, properly ended
         "ppo": random_model(tok, 3),
         "grpo": scripted_model(tok, {im_sep: five[0], five[0]: im_end}, 4),  # always "5", ended
+        "dpo": scripted_model(tok, {im_sep: eight[0], eight[0]: im_end}, 6),  # always "8", ended
     }
     for name, model in models.items():
         save_model_dir(model, root / name, tokenizer_path=tok_file)
@@ -152,7 +153,7 @@ def artifact(path: Path, kind: str) -> Artifact:
 
 
 def all_inputs(root: Path) -> dict[str, Artifact]:
-    inputs = {name: artifact(root / name, "model") for name in ("base", "sft", "ppo", "grpo")}
+    inputs = {name: artifact(root / name, "model") for name in ("base", "sft", "ppo", "grpo", "dpo")}
     inputs["reward_model"] = artifact(root / "reward_model", "reward_model")
     inputs["prompts"] = artifact(root / "prompts", "rl_prompts")
     inputs["benchmark"] = artifact(root / "knowledge", "knowledge")
@@ -161,7 +162,9 @@ def all_inputs(root: Path) -> dict[str, Artifact]:
 
 
 def small_config(**overrides) -> EvaluateConfig:
-    config = {"max_new_tokens": 8, "max_val_tokens": 256, "batch_size": 4, "samples_per_task": 1, **overrides}
+    config = {"max_new_tokens": 8, "max_val_tokens": 256, "batch_size": 4, "samples_per_task": 1}
+    config["claims"] = {"prompts": 6, "samples": 4, "ks": [1, 2, 4], "batch_size": 8}
+    config |= overrides
     return EvaluateConfig.model_validate(config)
 
 
@@ -180,7 +183,7 @@ def evaluated(world, tmp_path_factory, tracking_uri):
 def test_scripted_models_get_exactly_their_known_chat_metrics(evaluated):
     _, _, evaluation = evaluated
     models = evaluation["models"]
-    assert list(models) == ["base", "sft", "ppo", "grpo"]
+    assert list(models) == ["base", "sft", "ppo", "grpo", "dpo"]
     sft, grpo = models["sft"], models["grpo"]
     # sft replies "" and closes its turn: perfect format, one token (<|im_end|>), nothing correct.
     assert (sft["format_compliance"], sft["ended_rate"], sft["leaked_role_rate"]) == (1.0, 1.0, 0.0)
@@ -213,9 +216,11 @@ def test_benchmark_and_bits_per_byte_are_the_library_numbers(evaluated, world):
 def test_report_files_and_headline_metrics(evaluated):
     record, report, evaluation = evaluated
     assert sorted(p.name for p in report.iterdir()) == [
+        "claims.txt",
         "comparison.png",
         "evaluation.json",
         "samples_base.jsonl",
+        "samples_dpo.jsonl",
         "samples_grpo.jsonl",
         "samples_ppo.jsonl",
         "samples_sft.jsonl",
@@ -235,12 +240,46 @@ def test_report_files_and_headline_metrics(evaluated):
     for name in ("base", "sft", "ppo", "grpo"):
         for metric in ("accuracy", "seen_accuracy", "rm_score", "benchmark_acc", "benchmark_acc_norm", "bpb"):
             assert m[f"{name}.{metric}"] == evaluation["models"][name][metric]
-    # Only grpo's replies are ever right, so the reward model is judged on grpo's right replies against
-    # everybody's wrong ones: 2 right x 22 wrong held-out replies.
-    assert evaluation["reward_model"]["pairs"] == 2 * 22
+    # Only grpo's and dpo's replies are ever right, so the reward model is judged on their right replies
+    # against everybody's wrong ones: (2 + 1) right x (30 - 3) wrong held-out replies.
+    assert evaluation["reward_model"]["pairs"] == 3 * 27
     assert 0.0 <= m["reward_model.auc"] <= 1.0
     table = (report / "table.txt").read_text()
-    assert table.splitlines()[0].split() == ["metric", "base", "sft", "ppo", "grpo"]
+    assert table.splitlines()[0].split() == ["metric", "base", "sft", "ppo", "grpo", "dpo"]
+
+
+def test_claims_of_scripted_models(evaluated):
+    """Sampled at temperature 1, the scripted models still say one thing: grpo "5" (right on 2 of the 6
+    held-out prompts), dpo "8" (right on 1), sft nothing; the random models spread over the vocabulary."""
+    record, report, evaluation = evaluated
+    models = evaluation["models"]
+    grpo, dpo, sft = models["grpo"], models["dpo"], models["sft"]
+    for k in (1, 2, 4):
+        assert grpo[f"pass_at_{k}"] == pytest.approx(2 / 6) and grpo[f"maj_at_{k}"] == pytest.approx(2 / 6)
+        assert dpo[f"pass_at_{k}"] == pytest.approx(1 / 6) and sft[f"maj_at_{k}"] == 0.0
+    assert grpo["claims_prompts"] == 6 and grpo["claims_samples"] == 4
+    assert grpo["entropy"] < 1e-6 and sft["entropy"] < 1e-6  # one logit ~56 above the rest
+    assert 5.0 < models["base"]["entropy"] <= math.log(400) + 1e-6  # near uniform over 400 ids
+    assert grpo["distinct_1"] == 0.25  # "5" four times per prompt
+    assert "distinct_1" not in sft and "distinct_2" not in grpo  # no word, no bigram: not measured
+
+    # Gold win rates of the greedy replies: grpo beats sft on 2 prompts and ties 4, beats dpo on 2,
+    # loses 1, ties 3. The random models are wrong everywhere, like sft.
+    rate = evaluation["claims"]["win_rates"]["gold"]
+    assert rate["grpo"]["sft"] == pytest.approx(4 / 6) and rate["grpo"]["dpo"] == pytest.approx(3.5 / 6)
+    assert rate["dpo"]["sft"] == pytest.approx(3.5 / 6) and rate["base"]["ppo"] == 0.5
+    elo = {n: m["elo_gold"] for n, m in models.items()}
+    assert elo["grpo"] > elo["dpo"] > elo["sft"] == pytest.approx(elo["base"]) == pytest.approx(elo["ppo"])
+    assert sum(elo.values()) / 5 == pytest.approx(1000)
+    assert evaluation["claims"]["games"]["rm"]["grpo"]["sft"] == 6 and "elo_rm" in grpo
+
+    m = record.metrics
+    assert m["claims.accuracy.base_lt_sft"] == 0.0 and m["claims.accuracy.sft_lt_grpo"] == 1.0
+    assert m["claims.accuracy.sft_lt_dpo"] == 1.0 and m["claims.ppo_lowered_entropy"] == 0.0
+    text = (report / "claims.txt").read_text()
+    assert "accuracy: sft 0 < grpo 0.3333: yes" in text and "judged by gold" in text
+    table = (report / "table.txt").read_text()
+    assert any(line.split()[0] == "maj_at_4" for line in table.splitlines())
 
 
 def test_evaluation_is_deterministic_and_cached(evaluated, world, tmp_path, tracking_uri):

@@ -168,3 +168,85 @@ def test_bad_arguments_are_refused_clearly():
         generate(model, [[1]], max_new_tokens=2, top_p=0.0)
     with pytest.raises(ValueError, match="temperature"):
         generate(model, [[1]], max_new_tokens=2, temperature=-1.0)
+
+
+# --- tools -----------------------------------------------------------------------------------------
+
+
+class ScriptedTool:
+    """A ToolRunner stand-in: `call_end` closes a call and the result is always `result`."""
+
+    def __init__(self, call_end: int, result: list[int]):
+        self.call_end = call_end
+        self.result = result
+        self.seen: list[list[int]] = []
+
+    def after_token(self, tokens):
+        if not tokens or tokens[-1] != self.call_end:
+            return None
+        self.seen.append(list(tokens))
+        return list(self.result)
+
+
+def greedy_with_injections(model, prompt: list[int], steps: int, tool: ScriptedTool) -> list[int]:
+    """The reference without a cache: recompute every step; after `call_end` append the result."""
+    seq = list(prompt)
+    out: list[int] = []
+    pending: list[int] = []
+    with torch.no_grad():
+        while len(out) < steps:
+            if pending:
+                token = pending.pop(0)
+            else:
+                logits, _ = model(torch.tensor([seq]))
+                token = int(logits[0, -1].argmax())
+                if token == tool.call_end:
+                    pending = list(tool.result)
+            seq.append(token)
+            out.append(token)
+    return out
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_a_tool_call_pauses_sampling_and_its_result_goes_through_the_kv_cache(block):
+    model = tiny_model(block)
+    free = generate(model, PROMPTS, max_new_tokens=12, temperature=0.0)
+    call_end = free.responses[0, 1].item()  # row 0 "closes a call" at its second token
+    tool = ScriptedTool(call_end, [90, 91, 92])
+    out = generate(model, PROMPTS, max_new_tokens=12, temperature=0.0, tools=tool, return_logprobs=True)
+    injected_rows = 0
+    for i, prompt in enumerate(PROMPTS):
+        expected = greedy_with_injections(model, prompt, 12, tool)
+        assert out.response_lists()[i] == expected
+        # Injected tokens are real (attention 1) but not the model's actions (response mask 0, logp 0).
+        actions = out.response_mask[i].tolist()
+        real = out.attention_mask[i, out.prompt_length :].tolist()
+        assert real == [1] * 12
+        injected = [k for k in range(12) if not actions[k]]
+        if call_end in expected[:-1]:
+            first = expected.index(call_end)
+            assert injected[:3] == [first + 1, first + 2, first + 3]
+            assert [expected[k] for k in injected[:3]] == [90, 91, 92]
+            injected_rows += 1
+        assert all(out.logprobs[i, k] == 0 for k in injected)
+        assert all(out.logprobs[i, k] < 0 for k in range(12) if actions[k])
+    assert injected_rows >= 1
+    assert tool.seen[0][-1] == call_end  # the hook saw the row's tokens up to the closing token
+
+
+def test_injected_tokens_never_stop_a_row_and_count_toward_max_new_tokens():
+    model = tiny_model("llama")
+    free = generate(model, [PROMPTS[0]], max_new_tokens=4, temperature=0.0)
+    call_end = free.responses[0, 0].item()
+    # The result contains the stop token: fed as context, it must not end the reply.
+    out = generate(
+        model,
+        [PROMPTS[0]],
+        max_new_tokens=4,
+        temperature=0.0,
+        stop_tokens=[77],
+        tools=ScriptedTool(call_end, [77, 77, 77]),
+    )
+    assert out.response_lists()[0] == [call_end, 77, 77, 77]
+    assert out.response_mask[0].tolist() == [1, 0, 0, 0]
+    assert not out.finished[0]

@@ -100,18 +100,17 @@ def test_smoke_run_then_fully_cached(tmp_path):
     cmd = [sys.executable, "-m", "pipelines.cli", "run", "smoke", *tmp_overrides(tmp_path)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
-    started = time.time()
-    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    first_s = time.time() - started
-    assert first.returncode == 0, first.stderr[-3000:]
-    summary = json.loads(Path(first.stdout.strip().splitlines()[-1]).read_text())
-    assert {name: s["status"] for name, s in summary["stages"].items()} == dict.fromkeys(RECIPE.names, "done")
+    def run() -> tuple[dict, float]:
+        """(summary.json of the run, its wall seconds)."""
+        started = time.time()
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        seconds = time.time() - started
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(Path(done.stdout.strip().splitlines()[-1]).read_text()), seconds
 
-    started = time.time()
-    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    second_s = time.time() - started
-    assert second.returncode == 0, second.stderr[-3000:]
-    again = json.loads(Path(second.stdout.strip().splitlines()[-1]).read_text())
+    summary, first_s = run()
+    assert {name: s["status"] for name, s in summary["stages"].items()} == dict.fromkeys(RECIPE.names, "done")
+    again, second_s = run()
     assert {name: s["status"] for name, s in again["stages"].items()} == dict.fromkeys(RECIPE.names, "cached")
     for name in RECIPE.names:
         assert again["stages"][name]["outputs"] == summary["stages"][name]["outputs"]
@@ -137,11 +136,12 @@ def test_smoke_run_then_fully_cached(tmp_path):
 
 
 def test_preflight_refuses_before_any_work(tmp_path, capsys):
-    """model_quality needs good reference text; with the world off and none given, the config is refused."""
+    """A reference file for model_quality that does not exist is refused before the run starts."""
     warcs = tmp_path / "crawl.warc.gz"
     warcs.write_bytes(b"")
+    missing = tmp_path / "good.jsonl"
     args = ["run", "smoke", "world.enabled=false", f"ingest.paths=[{warcs}]", *tmp_overrides(tmp_path)]
-    assert main(args) == 2
+    assert main([*args, f"model_quality.reference_path={missing}"]) == 2
     err = capsys.readouterr().err
-    assert "model_quality has nothing to train on" in err
+    assert "model_quality.reference_path" in err and "does not exist" in err and str(missing) in err
     assert not (tmp_path / "runs").exists()  # refused before a run started

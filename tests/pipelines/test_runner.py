@@ -19,7 +19,7 @@ from components.core.parallel import resumable
 from components.core.stage import stage
 from pipelines.config import PipelineSettings, check_switches
 from pipelines.dag import Node, Pipeline
-from pipelines.runner import PipelineRun
+from pipelines.runner import PipelineRun, setup_logging
 
 # Ray workers cannot import test modules; ship this one's stage functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -235,11 +235,36 @@ def test_switched_off_filter_passes_input_through(ray_cluster, settings, tmp_pat
     assert "odd" not in calls(tmp_path)
 
 
-def test_switching_off_a_needed_stage_is_refused(settings):
+def test_switching_off_a_needed_stage_skips_what_needs_it(settings):
     model = TOY.config_model(PipelineSettings)
     config = model.model_validate({"pipeline": settings, "powers": {"enabled": False}})
-    with pytest.raises(ConfigError, match=r"powers.enabled is false, but total needs its output 'powers'"):
-        check_switches(config, TOY)
+    plan = check_switches(config, TOY)
+    assert plan.skipped["total"].reason == "its input 'powers' comes from powers.powers, and powers is off"
+    assert set(plan.skipped) == {"total"}
+    assert plan.skip_lines() == [f"skipping total: {plan.skipped['total'].reason}"]
+    # Asked for explicitly, a stage that would be skipped is an error, said before any work.
+    with pytest.raises(ConfigError, match=r"total would be skipped: its input 'powers' comes from"):
+        check_switches(config, TOY, TOY.select("total"), target="total")
+
+
+def test_a_skipped_stage_is_said_once_and_recorded(ray_cluster, settings, tmp_path, capfd):
+    setup_logging()  # what `gptrecipe run` does: the driver's log on stderr
+    summary = run(settings, powers={"enabled": False})
+    assert statuses(summary) == {
+        "numbers": "done",
+        "powers": "skipped",
+        "total": "skipped",
+        "odd": "done",
+        "odd_count": "done",
+    }
+    assert summary["stages"]["total"]["reason"].startswith("its input 'powers' comes from powers.powers")
+    assert "reason" not in summary["stages"]["powers"]  # switched off, not skipped
+    assert "total" not in calls(tmp_path)
+    err = capfd.readouterr().err
+    assert err.count("skipping total: its input 'powers'") == 1
+    assert "[skipped] total" not in err
+    parent = MlflowClient(settings["tracking_uri"]).get_run(summary["mlflow"]["parent_run_id"])
+    assert parent.data.tags["gptrecipe.skipped.total"] == summary["stages"]["total"]["reason"]
 
 
 def test_worker_killed_halfway_resumes_from_finished_parts(ray_cluster, settings, tmp_path):

@@ -67,6 +67,13 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise AssertionError(f"{url} did not answer within {timeout}s")
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the command and everything below it (found first: a killed parent's children move to init)."""
+    for pid in [*descendants(proc.pid), proc.pid]:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def sigterm_and_check_all_gone(proc: subprocess.Popen, started: set[int]) -> None:
     try:
         proc.send_signal(signal.SIGTERM)
@@ -111,7 +118,7 @@ def test_ui_stops_mlflow_and_its_workers_on_sigterm(tmp_path):
         started = descendants(proc.pid)
         assert len(started) >= 2  # mlflow server and at least one worker
     except BaseException:
-        proc.kill()
+        kill_tree(proc)  # it never got its SIGTERM: leave nothing it started running
         raise
     sigterm_and_check_all_gone(proc, started)
 
@@ -132,6 +139,6 @@ def test_serve_starts_on_127_0_0_1_and_stops_everything_on_sigterm(tmp_path):
         started = descendants(proc.pid)
         assert len(started) >= 3  # Ray's daemons, the Serve controller, proxy and replica
     except BaseException:
-        proc.kill()
+        kill_tree(proc)  # it never got its SIGTERM: leave nothing it started running
         raise
     sigterm_and_check_all_gone(proc, started)

@@ -126,3 +126,72 @@ def test_echo_scores_the_prompt_like_a_forward_pass(model):
     assert values[0] == (None, [])
     assert [v for v, _ in values[1:]] == pytest.approx(expected, abs=1e-5)
     assert all(len(top) == 2 and top[0][1] >= top[1][1] for _, top in values[1:])
+
+
+def test_a_step_attends_only_over_the_window_its_rows_use(model, monkeypatch):
+    # A relay: each sequence submits the next when it has generated half its tokens, so the engine never
+    # idles and the cache's write position travels past the context (compaction), while no step has
+    # more than two sequences, whose keys lie within the last len(prompt) + max_tokens positions.
+    max_tokens, relay = 16, 6
+    attended = []
+    forward = model.hidden_states
+
+    def recording(idx, *args, kv_cache=None, **kw):
+        attended.append(kv_cache.length + idx.shape[1])  # the keys this forward's attention reads
+        return forward(idx, *args, kv_cache=kv_cache, **kw)
+
+    monkeypatch.setattr(model, "hidden_states", recording)
+    engine = Engine(model, max_batch_size=2).start()
+    sinks = [Collector() for _ in range(relay)]
+
+    def submit(i: int) -> None:
+        def sink(event: Event) -> None:
+            sinks[i](event)
+            if event.token is not None and len(sinks[i].events) == max_tokens // 2 and i + 1 < relay:
+                submit(i + 1)
+
+        engine.submit(PROMPTS[i], SamplingParams(max_tokens=max_tokens, temperature=0.0), sink)
+
+    try:
+        submit(0)
+        got = [s.tokens() for s in sinks]
+        assert engine.compactions > 0 and engine.max_rows_seen == 2
+    finally:
+        engine.stop()
+    monkeypatch.undo()
+    assert max(attended) <= max(len(p) for p in PROMPTS) + max_tokens < model.config.context_length
+    for i, tokens in enumerate(got):
+        alone = generate(model, [PROMPTS[i]], max_new_tokens=max_tokens, temperature=0.0).response_lists()[0]
+        assert tokens == alone
+
+
+class ResultAfter:
+    """A ToolRunner stand-in: `call_end` closes a call and its result is `result`."""
+
+    def __init__(self, call_end: int, result: list[int]):
+        self.call_end, self.result = call_end, result
+
+    def after_token(self, tokens):
+        return list(self.result) if tokens and tokens[-1] == self.call_end else None
+
+
+def test_a_tool_call_pauses_a_sequence_and_its_result_is_fed_in_as_generate_does(model):
+    free = generate(model, [PROMPTS[0]], max_new_tokens=10, temperature=0.0).response_lists()[0]
+    tool = ResultAfter(call_end=free[1], result=[90, 91, 92])  # the greedy reply "closes a call" early
+    expected = generate(model, PROMPTS[:3], max_new_tokens=10, temperature=0.0, tools=tool).response_lists()
+    engine = Engine(model, max_batch_size=4, tools=tool).start()
+    try:
+        with_tools = run(
+            engine, PROMPTS[:3], lambda i: SamplingParams(max_tokens=10, temperature=0, tools=True)
+        )
+        # The result's tokens are reported like sampled ones (the chat shows them), never as a stop.
+        stop_at_90 = SamplingParams(max_tokens=10, temperature=0, tools=True, stop_tokens=frozenset({90}))
+        assert run(engine, PROMPTS[:1], lambda i: stop_at_90)[0] == expected[0]
+        # A sequence that does not ask for tools (a completion) is not touched.
+        plain = run(engine, PROMPTS[:1], lambda i: SamplingParams(max_tokens=10, temperature=0))[0]
+    finally:
+        engine.stop()
+    assert with_tools == expected
+    first = expected[0].index(tool.call_end)
+    assert expected[0][first + 1 : first + 4] == [90, 91, 92]
+    assert plain == free

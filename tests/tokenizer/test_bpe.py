@@ -65,10 +65,29 @@ def tok() -> Tokenizer:
 def test_vocab_size_is_exact_and_special_tokens_take_the_last_ids(tok):
     assert tok.get_vocab_size() == VOCAB
     ids = special_token_ids(tok)
-    assert list(ids) == [*TokenizerConfig().special_tokens, *(f"<|reserved_{i}|>" for i in range(8))]
+    assert list(ids) == [*TokenizerConfig().special_tokens, *(f"<|reserved_{i}|>" for i in range(6))]
     assert list(ids.values()) == list(range(VOCAB - N_SPECIAL, VOCAB))
     assert eot_id(tok) == VOCAB - N_SPECIAL == 498
     assert ids[IM_START] == 499 and ids[IM_SEP] == 500 and ids[IM_END] == 501
+
+
+def test_tool_end_tokens_took_the_first_two_reserved_slots():
+    # Before tool use the defaults were six special tokens and eight reserved; the closing tool tokens
+    # replaced <|reserved_0|> and <|reserved_1|>, so every id a model had learned stays where it was.
+    old = [
+        EOT,
+        IM_START,
+        IM_SEP,
+        IM_END,
+        "<|tool_call|>",
+        "<|tool_result|>",
+        *(f"<|reserved_{i}|>" for i in range(8)),
+    ]
+    new = TokenizerConfig().all_special_tokens()
+    assert len(new) == len(old)
+    assert new[:6] == old[:6]
+    assert new[6:8] == ["<|/tool_call|>", "<|/tool_result|>"]
+    assert new[8:] == [f"<|reserved_{i}|>" for i in range(6)]
 
 
 def test_byte_b_has_id_b_and_merges_follow(tok):
@@ -214,7 +233,7 @@ def test_config_rejects_bad_special_tokens_and_sizes():
         TokenizerConfig(vocab_size=269)
     with pytest.raises(ValidationError, match="extra"):
         TokenizerConfig(vocab_sise=1000)
-    assert len(TokenizerConfig(n_reserved=0).all_special_tokens()) == 6
+    assert len(TokenizerConfig(n_reserved=0).all_special_tokens()) == 8
 
 
 # --- encode / decode helpers -----------------------------------------------------------------------

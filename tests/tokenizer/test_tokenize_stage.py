@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import ConfigError
 from components.core.stage import RunEnv, StageRecord, run_stage
 from components.io.token_shards import read_shard, shard_header
@@ -34,12 +32,11 @@ from components.tokenizer.tokenize import (
 )
 from components.tokenizer.train import TrainTokenizerConfig, train_tokenizer
 
-_VOCABULARY = (
-    "the of and to in is was for on that with as by at from city country river mountain people capital "
-    "population language north south east west founded century harbour island village museum bridge "
-    "Aldoria Brenmark Corvatha Dunmere Eskelund Faroth Gralvik Istria Jorvane Ünïcødé 👍🏽 日本語"
-)
-WORDS = _VOCABULARY.split()
+sys.path.insert(0, str(Path(__file__).parent))
+from tokenizer_corpus import WORDS as TINY_WORLD_WORDS
+from tokenizer_corpus import write_corpus
+
+WORDS = [*TINY_WORLD_WORDS, "Ünïcødé", "👍🏽", "日本語"]  # and characters beyond ASCII
 
 
 def make_docs(n: int, seed: int, prefix: str) -> list[dict[str, Any]]:
@@ -51,14 +48,6 @@ def make_docs(n: int, seed: int, prefix: str) -> list[dict[str, Any]]:
         text = f"{prefix}{i}: " + " ".join(words) + rng.choice([".", "!\n", "?\n\n", " 2024."])
         docs.append({"id": f"{prefix}{i}", "url": f"https://x.example/{prefix}{i}", "text": text})
     return docs
-
-
-def write_corpus(root: Path, shards: list[list[dict[str, Any]]]) -> Artifact:
-    root.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema([("id", pa.string()), ("url", pa.string()), ("text", pa.string())])
-    for i, docs in enumerate(shards):
-        pq.write_table(pa.Table.from_pylist(docs, schema=schema), root / f"part-{i:05d}.parquet")
-    return Artifact(uri=str(root), kind="documents", digest=ArtifactStore(root).digest(str(root)))
 
 
 def env_for(tmp_path: Path, tracking_uri: str) -> RunEnv:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 from tokenizers import Tokenizer, normalizers
 
-from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import ConfigError
 from components.core.stage import RunEnv, StageRecord, run_stage
 from components.tokenizer.bpe import (
@@ -33,12 +31,8 @@ from components.tokenizer.train import (
     train_tokenizer,
 )
 
-_VOCABULARY = (
-    "the of and to in is was for on that with as by at from city country river mountain people capital "
-    "population language north south east west founded century harbour island village museum bridge "
-    "Aldoria Brenmark Corvatha Dunmere Eskelund Faroth Gralvik Istria Jorvane"
-)
-WORDS = _VOCABULARY.split()
+sys.path.insert(0, str(Path(__file__).parent))
+from tokenizer_corpus import WORDS, write_corpus
 
 
 def make_docs(n: int, seed: int = 0, prefix: str = "d") -> list[dict[str, Any]]:
@@ -55,15 +49,6 @@ def make_docs(n: int, seed: int = 0, prefix: str = "d") -> list[dict[str, Any]]:
             {"id": f"{prefix}{i:04d}", "url": f"https://x.example/{prefix}{i}", "text": " ".join(sentences)}
         )
     return docs
-
-
-def write_corpus(root: Path, shards: list[list[dict[str, Any]]]) -> Artifact:
-    """Document shards as the curation stages write them; an Artifact pointing at them."""
-    root.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema([("id", pa.string()), ("url", pa.string()), ("text", pa.string())])
-    for i, docs in enumerate(shards):
-        pq.write_table(pa.Table.from_pylist(docs, schema=schema), root / f"part-{i:05d}.parquet")
-    return Artifact(uri=str(root), kind="documents", digest=ArtifactStore(root).digest(str(root)))
 
 
 def env_for(tmp_path: Path, tracking_uri: str, experiment: str = "train-tokenizer-test") -> RunEnv:

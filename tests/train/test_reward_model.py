@@ -23,12 +23,10 @@ from components.model.gpt import GPT, GPTConfig
 from components.model.heads import ScalarHeadModel, load_scalar_model_dir
 from components.tokenizer.bpe import TokenizerConfig, load_tokenizer, train_tokenizer
 from components.train.chat_batches import PairExample, collate_pairs, render_pairs
+from components.train.preference_metrics import grouped_accuracy, pair_accuracy, pair_metrics
 from components.train.reward_model import (
     RewardModelConfig,
-    grouped_accuracy,
     length_baseline,
-    pair_accuracy,
-    pair_metrics,
     pairwise_loss,
     plan_reward_model,
     reply_logprobs,

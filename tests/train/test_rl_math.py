@@ -540,3 +540,13 @@ def test_grpo_advantage_reaches_every_real_token_of_its_sample():
     close(
         broadcast_to_tokens(adv, mask), [[1.5, 1.5, 0], [-0.5, 0, 0], [-0.5] * 3, [0, -0.5, -0.5]], atol=1e-5
     )
+
+
+def test_gae_steps_over_a_hole_of_tool_tokens():
+    # The same three actions as the hand-worked case above, with two tool-result tokens between the
+    # first and the second: the hole is skipped, so the actions get the very same advantages.
+    rewards, values = t([[0.0, 9.0, 9.0, 0.0, 1.0]]), t([[0.5, 9.0, 9.0, 0.6, 0.7]])
+    mask = t([[1, 0, 0, 1, 1]]).bool()
+    adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.8)
+    close(adv, [[0.21712, 0.0, 0.0, 0.246, 0.3]])
+    close(ret, [[0.71712, 0.0, 0.0, 0.846, 1.0]])

@@ -15,6 +15,7 @@ from components.core.tracking import Tracker, TrackerHandle
 from components.model.checkpoint import CheckpointError
 from components.model.gpt import GPT, GPTConfig
 from components.train import trainer
+from components.train.throughput import mfu, peak_flops, peak_memory_mb
 from components.train.trainer import (
     MetricLogger,
     Runtime,
@@ -22,10 +23,7 @@ from components.train.trainer import (
     load_checkpoint_weights,
     lr_at,
     make_optimizer,
-    mfu,
     optimizer_step,
-    peak_flops,
-    peak_memory_mb,
     save_checkpoint,
     set_lr,
 )

@@ -22,19 +22,22 @@ from components.eval.verifiers import (
     verifier_names,
     verify,
 )
+from components.io.chat import TOOL_CALL, TOOL_CALL_END, TOOL_RESULT, TOOL_RESULT_END, validate_messages
 from components.io.trl import DatasetError, load_preferences, load_prompts, load_sft
-from components.world.conversations import (
-    FACT_ANSWERS,
-    TIERS,
-    ConversationGenerator,
-    ConversationsConfig,
+from components.model.tools import evaluate_expression
+from components.world.chat_phrasing import FACT_ANSWERS, TIERS
+from components.world.conversation_generator import ConversationGenerator
+from components.world.conversation_tasks import (
     Problem,
     arithmetic_reply,
     arithmetic_steps,
-    conversations,
+    arithmetic_tool_reply,
     letter_reply,
+    letter_tool_reply,
     split_world,
 )
+from components.world.conversations import conversations
+from components.world.conversations_config import ConversationsConfig
 from components.world.knowledge import KnowledgeBase, build_knowledge, entity_type
 
 
@@ -187,6 +190,10 @@ def classify(ref: str) -> str:
     return "fact"
 
 
+def between(text: str, start: str, end: str) -> str:
+    return text[text.index(start) + len(start) : text.index(end)]
+
+
 def problem_of(ref: str) -> Problem:
     a, op, b = re.fullmatch(r"(\d+)([-+*])(\d+)", ref).groups()
     return Problem(op, int(a), int(b))
@@ -263,6 +270,28 @@ def test_arithmetic_steps_are_correct(data):
                     continue
                 problem = problem_of(ref)
                 assert str(problem.a) in question and str(problem.b) in question
+                assert reply == arithmetic_tool_reply(problem)
+                call = between(reply, TOOL_CALL, TOOL_CALL_END)
+                result = re.search(re.escape(TOOL_RESULT) + "(.*)" + re.escape(TOOL_RESULT_END), reply).group(
+                    1
+                )
+                # The result in the data is what the real tool answers for the call.
+                assert evaluate_expression(call) == result == str(problem.result)
+                assert verify("arithmetic", reply, str(problem.result)) == 1.0
+                seen += 1
+    assert seen > 400
+
+
+def test_without_tools_arithmetic_is_worked_out_in_steps(kb):
+    gen = ConversationGenerator(kb, ConversationsConfig(tool_use=False, letter_count=0, multi_turn=0))
+    seen = 0
+    for records in gen.sft().values():
+        for record in records:
+            for ref, _, reply in turns(record):
+                if classify(ref) != "arithmetic":
+                    continue
+                problem = problem_of(ref)
+                assert TOOL_CALL not in reply
                 chain = re.fullmatch(r"Let's work it out: (.*)\. The answer is (-?\d+)\.", reply)
                 assert chain, reply
                 sides = chain.group(1).split(" = ")
@@ -286,9 +315,27 @@ def test_letter_counts_are_correct(data):
                 word, letter = ref.rsplit(":", 1)
                 count = word.lower().count(letter)
                 assert f'"{word}"' in question and f'"{letter}"' in question
+                assert reply == letter_tool_reply(word, letter)
+                call = between(reply, TOOL_CALL, TOOL_CALL_END)
+                assert call == f"{word!r}.lower().count({letter!r})"
+                assert evaluate_expression(call) == str(count)
                 assert verify("letter_count", reply, str(count)) == 1.0
                 counts[min(count, 2)] += 1
     assert counts[0] and counts[1] and counts[2]  # absent, single and repeated letters all occur
+
+
+def test_only_arithmetic_and_letter_counting_call_the_tool(data):
+    calls = Counter()
+    for records in data["sft"].values():
+        for record in records:
+            for ref, _, reply in turns(record):
+                calls[classify(ref), TOOL_CALL in reply] += 1
+    assert calls["arithmetic", True] > 400 and calls["letter_count", True] > 250
+    assert not calls["arithmetic", False] and not calls["letter_count", False]
+    for kind in ("fact", "unknown", "identity"):
+        assert calls[kind, False] > 0 and not calls[kind, True]
+    # The assistant learns to call, and only the rendered result is left out of its loss.
+    validate_messages(data["sft"]["train"][0]["messages"])
 
 
 def test_identity_uses_the_configured_name(kb):

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
-from components.train.rl.batch import Scores
+from components.train.rl.batch import CriticStats, PolicyStats, Rollout, Scores
 from components.train.rl.config import RLConfig
 from components.train.rl.placement import RoleGroup, RoleSpec
 from components.train.rl.prompts import PromptRecord, PromptSet
@@ -40,6 +40,48 @@ class IterationResult:
     scores: Scores
     lengths: Tensor  # (B,) reply lengths in tokens
     tokens: int  # real tokens in the rollout (prompt + reply), for tokens/s
+
+    @classmethod
+    def of(
+        cls,
+        rollout: Rollout,
+        metrics: dict[str, float | None],
+        records: list[PromptRecord],
+        scores: Scores,
+        *,
+        generation_s: float,
+        scoring_s: float,
+        training_s: float,
+    ) -> IterationResult:
+        """The result of an iteration that generated `rollout`: its `metrics`, then the phases' times
+        and the generation throughput."""
+        metrics = metrics | {
+            "time/generation_s": generation_s,
+            "time/scoring_s": scoring_s,
+            "time/training_s": training_s,
+            "throughput/generated_tokens_per_s": float(rollout.response_mask.sum()) / generation_s,
+        }
+        lengths = rollout.response_mask.sum(dim=1)
+        return cls(
+            metrics=metrics, records=records, scores=scores, lengths=lengths, tokens=rollout.real_tokens()
+        )
+
+
+def update_metrics(stats: CriticStats, prefix: str) -> dict[str, float | None]:
+    """A role's update as metrics under `prefix`: the mean of each mini-batch statistic (the epoch is not
+    one) and the learning rate."""
+    return {
+        **{f"{prefix}/{k}": v for k, v in stats["mean"].items() if k != "epoch"},
+        f"{prefix}/lr": stats["lr"],
+    }
+
+
+def policy_update_metrics(stats: PolicyStats) -> dict[str, float | None]:
+    """The policy's update as train/* metrics: `update_metrics`, whether it stopped early, its steps."""
+    return update_metrics(stats, "train") | {
+        "train/early_stopped": float(stats["early_stopped"]),
+        "train/updates": float(stats["updates"]),
+    }
 
 
 class RLAlgorithm:

@@ -29,12 +29,16 @@ def _pad_left(x: Tensor, width: int, value: float) -> Tensor:
 @dataclass
 class Rollout:
     """Sampled replies in generation's layout: left-padded prompts (width P), then responses (width N)
-    right-padded after each row's stop token. See `components.model.generate.Generation`."""
+    right-padded after each row's stop token. See `components.model.generate.Generation`.
+
+    `response_mask` marks the policy's actions, the tokens it sampled: everything trained on (losses,
+    advantages, KL) is masked with it. Tokens a tool injected are real context (`attention_mask` 1)
+    but not actions (`response_mask` 0), so the policy is never trained to produce a tool's result."""
 
     sequences: Tensor  # (B, P + N) long
-    attention_mask: Tensor  # (B, P + N) long: 1 on real prompt and response tokens
+    attention_mask: Tensor  # (B, P + N) long: 1 on real prompt and response tokens (tool results too)
     prompt_length: int  # P
-    response_mask: Tensor  # (B, N) long: 1 on generated tokens up to and including the stop token
+    response_mask: Tensor  # (B, N) long: 1 on sampled tokens up to and including the stop token
     finished: Tensor  # (B,) bool: the row produced its stop token
 
     @classmethod
@@ -54,7 +58,9 @@ class Rollout:
         return self.sequences[:, self.prompt_length :]
 
     def response_lists(self) -> list[list[int]]:
-        return [row[m.bool()].tolist() for row, m in zip(self.responses, self.response_mask, strict=True)]
+        """Each row's whole reply: sampled tokens and tool results, without padding."""
+        real = self.attention_mask[:, self.prompt_length :]
+        return [row[m.bool()].tolist() for row, m in zip(self.responses, real, strict=True)]
 
     def real_tokens(self) -> int:
         return int(self.attention_mask.sum())
@@ -90,8 +96,8 @@ class Rollout:
             prompt = _pad_left(p.sequences[:, : p.prompt_length], P, pad_token_id)
             prompt_mask = _pad_left(p.attention_mask[:, : p.prompt_length], P, 0)
             response = _pad_right(p.responses, N, pad_token_id)
-            response_mask = _pad_right(p.response_mask, N, 0)
-            return torch.cat([prompt, response], 1), torch.cat([prompt_mask, response_mask], 1)
+            real = _pad_right(p.attention_mask[:, p.prompt_length :], N, 0)
+            return torch.cat([prompt, response], 1), torch.cat([prompt_mask, real], 1)
 
         widened = [widen(p) for p in parts]
         return cls(

@@ -122,6 +122,11 @@ class RLConfig(StageConfig):
     top_k: int | None = Field(None, ge=1, description="Sample among the k most likely tokens; None = all.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling; None = off.")
     generation_batch_size: int = Field(64, ge=1, description="Rows generated together (KV-cache batch).")
+    tools: bool = Field(
+        True,
+        description="Run the tool when a reply closes a tool call, in rollouts and in evaluation (if the "
+        "tokenizer has the tool tokens); its result tokens are context, never trained on.",
+    )
     missing_eos_penalty: float | None = Field(
         None,
         ge=0,

@@ -222,8 +222,9 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
         R_t     = A_t + V_t                            (the critic's regression target)
 
     lam = 0 gives the one-step TD error; lam = 1 gives sum_k gamma^k r_{t+k} - V_t. Masked positions
-    contribute nothing and get A = R = 0. A row is expected to hold one contiguous span of real tokens;
-    a masked position inside a span acts as the end of the episode there. Whiten the advantages
+    contribute nothing and get A = R = 0, and the recursion steps over them: t + 1 is the row's next
+    real token, so a hole inside a reply (tokens a tool injected, which are not the policy's actions)
+    does not end the episode there. Whiten the advantages
     afterwards (``masked_whiten``), not the returns: the critic regresses onto the raw A + V.
     Computed without gradient: advantages and returns are targets.
     """
@@ -241,11 +242,11 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     next_advantage = torch.zeros_like(r[:, 0])
     for t in reversed(range(r.shape[1])):
         delta = r[:, t] + gamma * next_value - v[:, t]
-        # Zeroing at masked positions keeps padding at 0 and stops a prompt position from receiving the
-        # response's advantage through the recursion.
-        next_advantage = torch.where(m[:, t], delta + gamma * lam * next_advantage, 0.0)
-        advantages[:, t] = next_advantage
-        next_value = v[:, t]
+        # A masked position carries the next real token's value and advantage through unchanged (it is
+        # skipped) and gets A = 0 itself; trailing padding carries the zeros the recursion starts with.
+        next_advantage = torch.where(m[:, t], delta + gamma * lam * next_advantage, next_advantage)
+        advantages[:, t] = torch.where(m[:, t], next_advantage, 0.0)
+        next_value = torch.where(m[:, t], v[:, t], next_value)
     returns = _zero_masked(advantages + v, m)
     return advantages, returns
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from components.core.registry import registering
 from components.eval.chat_eval import is_verifiable, verifier_info
 from components.eval.verifiers import verify
 from components.model.heads import ScalarHeadModel, load_scalar_model_dir
@@ -41,14 +42,7 @@ def register_reward(name: str, *, overwrite: bool = False) -> Callable[[RewardFu
     The scorer runs in its own process: register in a module that it imports, i.e. name the reward
     ``"package.module:function"`` in the config (importing the module runs its decorators), or use
     ``"package.module:function"`` directly without registering."""
-
-    def add(fn: RewardFunction) -> RewardFunction:
-        if name in _REWARDS and not overwrite and _REWARDS[name] is not fn:
-            raise ValueError(f"a reward function named {name!r} is already registered (pass overwrite=True)")
-        _REWARDS[name] = fn
-        return fn
-
-    return add
+    return registering(_REWARDS, name, "reward function", overwrite=overwrite)
 
 
 @register_reward("verifier")

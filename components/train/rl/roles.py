@@ -41,6 +41,7 @@ from components.model.checkpoint import load_model_dir, save_model_dir
 from components.model.generate import generate
 from components.model.gpt import GPT
 from components.model.heads import ScalarHeadModel, load_scalar_model_dir, scalar_model_from_gpt
+from components.model.tools import ToolRunner
 from components.tokenizer.bpe import eot_id, load_tokenizer
 from components.tokenizer.chat import ChatTokens
 from components.train.rl.batch import CriticStats, Experience, MinibatchStats, PolicyStats, Rollout
@@ -148,6 +149,18 @@ class TrainableRole(Role):
     model: nn.Module
     optimizer: torch.optim.Optimizer
 
+    def _make_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """AdamW over `self.model` with the config's settings and peak learning rate `lr`."""
+        cfg = self.config
+        return make_optimizer(
+            self.model,
+            lr=lr,
+            weight_decay=cfg.weight_decay,
+            betas=cfg.betas,
+            eps=cfg.eps,
+            device=self.runtime.device,
+        )
+
     def _set_lr(self, peak: float, iteration: int) -> float:
         cfg = self.config
         lr = lr_at(
@@ -203,18 +216,13 @@ class PolicyActor(TrainableRole):
         device = self.runtime.device
         self.model, self.model_config = load_model_dir(model_dir, device=device, dtype=torch.float32)
         self.model.eval()  # dropout off for the whole run (module docstring)
-        self.optimizer = make_optimizer(
-            self.model,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            betas=config.betas,
-            eps=config.eps,
-            device=device,
-        )
+        self.optimizer = self._make_optimizer(config.lr)
         self.tokenizer = load_tokenizer(tokenizer_file)
-        self.stop_id = ChatTokens.of(self.tokenizer).im_end
+        special = ChatTokens.of(self.tokenizer)
+        self.stop_id = special.im_end
         self.pad_id = eot_id(self.tokenizer)
         self.generator = torch.Generator(device=device).manual_seed(config.seed_value)
+        self.tools = ToolRunner(self.tokenizer) if config.tools and special.has_tools else None
         self.eval_reward_model_dir = eval_reward_model_dir
         self.eval_reward_model: ScalarHeadModel | None = None  # loaded on first use, or shared when colocated
 
@@ -237,6 +245,7 @@ class PolicyActor(TrainableRole):
                     stop_tokens=[self.stop_id],
                     pad_token_id=self.pad_id,
                     generator=self.generator,
+                    tools=self.tools,
                 )
             parts.append(Rollout.from_generation(out).to("cpu"))
         return Rollout.concat(parts, pad_token_id=self.pad_id)
@@ -353,6 +362,7 @@ class PolicyActor(TrainableRole):
                 seed=cfg.seed_value,
                 reward_model=self.eval_reward_model,
                 limit=limit,
+                tools=cfg.tools,
             )
 
     def _save(self, directory: Path) -> None:
@@ -390,14 +400,7 @@ class Critic(TrainableRole):
         else:  # a GPT model directory (the SFT model): its trunk, a zero value head
             self.model = scalar_model_from_gpt(init_dir, device=device).float()
         self.model.eval()
-        self.optimizer = make_optimizer(
-            self.model,
-            lr=config.critic_lr,
-            weight_decay=config.weight_decay,
-            betas=config.betas,
-            eps=config.eps,
-            device=device,
-        )
+        self.optimizer = self._make_optimizer(config.critic_lr)
 
     @torch.no_grad()
     def values(self, rollout: Rollout) -> Tensor:
