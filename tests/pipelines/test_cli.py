@@ -145,3 +145,13 @@ def test_preflight_refuses_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "model_quality.reference_path" in err and "does not exist" in err and str(missing) in err
     assert not (tmp_path / "runs").exists()  # refused before a run started
+
+
+def test_a_reader_that_stops_early_is_no_error(tmp_path):
+    """`gptrecipe stages tiny | head -1`: the pipe closes before the table is written; no traceback."""
+    cmd = [sys.executable, "-m", "pipelines.cli", "stages", "tiny", f"pipeline.store={tmp_path / 'store'}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert b"BrokenPipeError" not in stderr and b"Traceback" not in stderr
