@@ -200,37 +200,22 @@ def evaluate_model(job: ModelJob) -> dict[str, Any]:
             # float32 whatever `dtype`: its head runs in float32 (small reward differences survive), and
             # one scoring pass per batch of replies costs little next to generating them.
             reward_model, _ = load_scalar_model_dir(job.reward_model_dir, device=device, dtype=torch.float32)
+        decoding = {
+            "max_new_tokens": cfg.max_new_tokens,
+            "batch_size": cfg.batch_size,
+            "temperature": cfg.temperature,
+            "seed": job.seed,
+        }
         for split, records in job.prompts.items():
             started = time.perf_counter()
-            result = chat_eval(
-                model,
-                tok,
-                records,
-                max_new_tokens=cfg.max_new_tokens,
-                batch_size=cfg.batch_size,
-                temperature=cfg.temperature,
-                seed=job.seed,
-                reward_model=reward_model,
-            )
+            result = chat_eval(model, tok, records, reward_model=reward_model, **decoding)
             prefix = SPLITS[split]
             for key, value in result.metrics.items():
                 key = "rm_score" if key == "rm_score_mean" else key
                 metrics[f"{prefix}{key}"] = float(value)
             out["samples"][split] = result.samples
-            # -- tool use (owned with components.eval.chat_eval): held-out accuracy without the tool --
-            if split == "test":
-                metrics.update(
-                    without_tools(
-                        model,
-                        tok,
-                        records,
-                        max_new_tokens=cfg.max_new_tokens,
-                        batch_size=cfg.batch_size,
-                        temperature=cfg.temperature,
-                        seed=job.seed,
-                    )
-                )
-            # -- end of tool use --
+            if split == "test":  # the same model without its tool: what the tool adds
+                metrics.update(without_tools(model, tok, records, **decoding))
             seconds[f"chat_{split}"] = time.perf_counter() - started
         claims = cfg.claims
         if claims.prompts and job.prompts.get("test"):
