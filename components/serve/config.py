@@ -54,11 +54,12 @@ class ServeConfig(StrictModel):
     )
     max_n: int = Field(8, ge=1, description="Largest `n` (choices per request).")
     stream_interval: float = Field(
-        0.02,
+        0.05,
         ge=0,
         description="Seconds a stream waits after one chunk before it sends the tokens decoded meanwhile "
         "as the next (the first token goes out at once); 0 = a chunk per decoded token. Under load every "
-        "chunk costs the replica, the proxy and the client more CPU than decoding its token.",
+        "chunk costs the replica, the proxy and the client more CPU than decoding its token; 0.05 s (20 "
+        "updates a second, smooth to a reader) gave 1.2-1.4x the output tokens/s of 0.02 s at 16 clients.",
     )
     tools: bool = Field(
         True,

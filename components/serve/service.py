@@ -14,7 +14,9 @@ that disconnects included (its generator is closed), so a slot never outlives it
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,16 +99,46 @@ class ChoiceText:
 Job = tuple[list[int], SamplingParams]  # a prompt's token ids and how to continue it
 
 
+class _Mailbox:
+    """Engine events on their way to one event loop's queues.
+
+    The engine thread reports every active sequence's token at each step; waking the loop once per
+    event (`call_soon_threadsafe` each time) made those wake-ups the replica's largest single cost under
+    load. The engine thread drops events here instead, and the loop is woken once for all that arrived
+    before it ran: usually once per step."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: deque[tuple[asyncio.Queue, Any]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def put(self, queue: asyncio.Queue, item: Any) -> None:
+        """From any thread."""
+        self._items.append((queue, item))
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            self._scheduled = False  # from here on an event put is a new wake-up; none is lost
+        while self._items:
+            queue, item = self._items.popleft()
+            queue.put_nowait(item)
+
+
 class _Run:
     """The engine sequences of one request, their events merged into one asyncio queue."""
 
-    def __init__(self, engine: Engine, jobs: list[Job]) -> None:
-        loop = asyncio.get_running_loop()
+    def __init__(self, engine: Engine, jobs: list[Job], box: _Mailbox) -> None:
         self.queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         self.open = set(range(len(jobs)))
 
         def sink_for(index: int):
-            return lambda event: loop.call_soon_threadsafe(self.queue.put_nowait, (index, event))
+            return lambda event: box.put(self.queue, (index, event))
 
         self.tickets: list[Ticket] = [
             engine.submit(p, params, sink_for(i)) for i, (p, params) in enumerate(jobs)
@@ -181,9 +213,21 @@ class Service:
             self.reward_tok = load_tokenizer(rm_dir / TOKENIZER_FILE)
             self.reward_name = rm_dir.name
         self._reward_lock = asyncio.Lock()
+        self._mailboxes: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
 
     def close(self) -> None:
         self.engine.stop()
+
+    def _run(self, jobs: list[Job]) -> _Run:
+        """Start `jobs` on the engine, their events delivered to the running loop (a replica serves from
+        one; tests may use several)."""
+        loop = asyncio.get_running_loop()
+        box = self._mailboxes.get(loop)
+        if box is None:
+            for closed in [lp for lp in self._mailboxes if lp.is_closed()]:
+                del self._mailboxes[closed]
+            box = self._mailboxes[loop] = _Mailbox(loop)
+        return _Run(self.engine, jobs, box)
 
     # -- models and health ---------------------------------------------------------------------------
 
@@ -276,7 +320,7 @@ class Service:
         prompt, jobs = self._chat_jobs(req)
         stops = jobs[0][1].stop_tokens
         choices = [self._choice(req.stop, stops) for _ in jobs]
-        run = _Run(self.engine, jobs)
+        run = self._run(jobs)
         async for index, event in run.events():
             choices[index].add(event)
             if choices[index].matcher.stopped:
@@ -313,12 +357,11 @@ class Service:
         stop: list[str],
     ) -> AsyncIterator[str]:
         choices = [self._choice(stop, params.stop_tokens) for _, params in jobs]
-        if writer.chat:
-            for i in range(len(jobs)):
-                yield writer.role(i)
-        run = _Run(self.engine, jobs)
+        # The role chunks go out with the first tokens, and the usage with [DONE]: every HTTP chunk costs
+        # the replica, the proxy and the client, whatever it carries.
+        out = [writer.role(i) for i in range(len(jobs))] if writer.chat else []
+        run = self._run(jobs)
         async for batch in run.batches(self.config.stream_interval):
-            out = []
             for index, event in batch:
                 choice = choices[index]
                 was_done = choice.finish_reason is not None
@@ -334,11 +377,12 @@ class Service:
                 if choice.finish_reason is not None and not was_done:
                     run.cancel(index)  # a stop string ends it before the engine knows
                     out.append(writer.finish(index, choice.finish_reason))
-            if out:
+            if out and run.open:  # the last batch waits for the usage and [DONE]
                 yield "".join(out)
+                out = []
         if writer.include_usage:
-            yield writer.usage(sum(prompt_lengths), sum(c.tokens for c in choices))
-        yield sse.DONE
+            out.append(writer.usage(sum(prompt_lengths), sum(c.tokens for c in choices)))
+        yield "".join([*out, sse.DONE])
 
     # -- /v1/completions -----------------------------------------------------------------------------
 
@@ -385,7 +429,7 @@ class Service:
                 # The prompt comes first: its text, and with logprobs its tokens (filled in by the
                 # engine's prompt_logprobs event below; the first token has no log-prob).
                 choice.text = IncrementalDecoder(self.table).feed(prompt)
-        run = _Run(self.engine, jobs)
+        run = self._run(jobs)
         async for index, event in run.events():
             choice = choices[index]
             if event.prompt_logprobs is not None:

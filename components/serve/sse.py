@@ -31,6 +31,7 @@ class ChunkWriter:
         self.model, self.chat, self.include_usage = model, chat, include_usage
         self.id = new_id("chatcmpl" if chat else "cmpl")
         self.created = int(time.time())
+        self._delta_templates: dict[int, tuple[str, str]] = {}
 
     def _chunk(self, choices: list[dict[str, Any]]) -> str:
         data: dict[str, Any] = {
@@ -49,7 +50,15 @@ class ChunkWriter:
         return self._chunk([self._choice(index, {"role": "assistant", "content": ""}, None)])
 
     def delta(self, index: int, text: str) -> str:
-        return self._chunk([self._choice(index, {"content": text} if self.chat else text, None)])
+        """The chunk of new text, the event a stream sends most: its JSON around the text is rendered once
+        per choice, and only the text is encoded each time (the same bytes as `_chunk` would give)."""
+        around = self._delta_templates.get(index)
+        if around is None:
+            marker = "\0"  # occurs once in the template: ids and model names hold no NUL
+            rendered = self._chunk([self._choice(index, {"content": marker} if self.chat else marker, None)])
+            before, after = rendered.split(json.dumps(marker))
+            around = self._delta_templates[index] = (before, after)
+        return around[0] + json.dumps(text, ensure_ascii=False) + around[1]
 
     def finish(self, index: int, reason: str) -> str:
         return self._chunk([self._choice(index, {} if self.chat else "", reason)])

@@ -5,9 +5,10 @@ say which events travel together)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from components.serve.engine import Event, SamplingParams, Ticket
-from components.serve.service import _Run
+from components.serve.service import _Mailbox, _Run
 
 
 class HandFedEngine:
@@ -28,7 +29,7 @@ def tokens(batch) -> list[int | None]:
 def test_first_token_goes_at_once_then_tokens_gather_until_the_interval_and_the_end_does_not_wait():
     async def scenario():
         engine = HandFedEngine()
-        run = _Run(engine, [([1, 2], SamplingParams(max_tokens=5))])
+        run = _Run(engine, [([1, 2], SamplingParams(max_tokens=5))], _Mailbox(asyncio.get_running_loop()))
         batches = run.batches(interval=2.0)
         send = engine.sinks[0]
         loop = asyncio.get_running_loop()
@@ -61,7 +62,8 @@ def test_first_token_goes_at_once_then_tokens_gather_until_the_interval_and_the_
 def test_without_an_interval_every_wakeup_sends_what_has_arrived():
     async def scenario():
         engine = HandFedEngine()
-        run = _Run(engine, [([1], SamplingParams(max_tokens=3)), ([2], SamplingParams(max_tokens=3))])
+        jobs = [([1], SamplingParams(max_tokens=3)), ([2], SamplingParams(max_tokens=3))]
+        run = _Run(engine, jobs, _Mailbox(asyncio.get_running_loop()))
         batches = run.batches()
         engine.sinks[0](Event(token=1))
         engine.sinks[1](Event(token=2))
@@ -74,3 +76,44 @@ def test_without_an_interval_every_wakeup_sends_what_has_arrived():
         assert not run.open
 
     asyncio.run(scenario())
+
+
+def test_the_mailbox_delivers_every_event_in_order_with_one_wake_up_per_burst():
+    """The engine thread reports a step's events back to back; the loop is woken once for them all."""
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        wakeups = []
+        real = loop.call_soon_threadsafe
+
+        def counting(callback, *args):
+            wakeups.append(callback)
+            return real(callback, *args)
+
+        loop.call_soon_threadsafe = counting
+        box, queue = _Mailbox(loop), asyncio.Queue()
+
+        def engine_step(first: int) -> None:
+            for k in range(first, first + 16):
+                box.put(queue, k)
+
+        for step in range(3):  # three steps, each a burst from another thread while the loop is busy
+            thread = threading.Thread(target=engine_step, args=(step * 16,))
+            thread.start()
+            thread.join()  # blocks the loop, as its other work does while the engine decodes
+            got = [await queue.get() for _ in range(16)]
+            assert got == list(range(step * 16, step * 16 + 16))
+        assert wakeups == [box._deliver] * 3
+        assert queue.empty()
+
+    asyncio.run(scenario())
+
+
+def test_a_delta_chunk_is_the_same_bytes_as_the_generic_chunk():
+    from components.serve.sse import ChunkWriter
+
+    for chat in (True, False):
+        writer = ChunkWriter(model="tiny", chat=chat, include_usage=chat)
+        for index, text in [(0, "Hello"), (0, 'é "quoted"\n\\'), (1, ""), (0, "\0")]:
+            generic = writer._chunk([writer._choice(index, {"content": text} if chat else text, None)])
+            assert writer.delta(index, text) == generic
