@@ -164,6 +164,16 @@ _WORDS_TEXT = """
 """
 WORDS: tuple[str, ...] = tuple(_WORDS_TEXT.split())
 
+# Syllables of the made-up words that training letter-count questions also ask about: English-like, so
+# their letters and sub-word tokens cover what the real words have (c, q, w, x, y; doubled letters).
+_MADE_UP_ONSETS_TEXT = """
+    b bl br c ch cl cr d dr f fl fr g gl gr h j k l m n p ph pl pr qu r s sc sh sk sl sn sp st str sw t th
+    tr v w wh y z
+"""
+MADE_UP_ONSETS: tuple[str, ...] = tuple(_MADE_UP_ONSETS_TEXT.split())
+MADE_UP_VOWELS = ("a", "e", "i", "o", "u", "a", "e", "i", "o", "ee", "oo", "ea", "ai", "ou", "y")
+MADE_UP_CODAS = ("", "", "", "n", "r", "l", "s", "t", "ck", "ng", "nd", "st", "x", "ll", "ss", "tt", "zz")
+
 # Identity intents: (questions, answers); the LAST question of each intent is held out for test.
 IDENTITY: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "name": (

@@ -16,6 +16,9 @@ from components.world.chat_phrasing import (
     FILLER_WORDS,
     IDENTITY,
     LETTER_QUESTIONS,
+    MADE_UP_CODAS,
+    MADE_UP_ONSETS,
+    MADE_UP_VOWELS,
     OPERATIONS,
     REFUSAL_REPLIES,
     RUDE_REPLIES,
@@ -42,6 +45,7 @@ from components.world.knowledge import (
     Entity,
     Fact,
     KnowledgeBase,
+    NameMaker,
     entity_type,
 )
 
@@ -77,6 +81,9 @@ class ConversationGenerator:
         names = [e.name for e in [*kb.countries, *kb.cities] if " " not in e.name]
         words = tuple(w for w in WORDS if w not in banned) + tuple(names)
         self.words = {s: [w for w in words if self.split.word_split(w) == s] for s in ("train", "test")}
+        # Made-up words must be none of these (nor any world name), and fall in the train split by hash.
+        # Only `acceptable` is used (real names, offensive sub-strings): it draws nothing from the RNG.
+        self._made_up_filter = NameMaker(self.rng("made-up-words"), [*banned, *WORDS, *words])
 
     def rng(self, *stream: str) -> random.Random:
         return random.Random("/".join([str(self.cfg.seed), *stream]))
@@ -186,8 +193,25 @@ class ConversationGenerator:
             wrong=arithmetic_reply(problem, r + rng.choice(deltas)),
         )
 
+    def made_up_word(self, rng: random.Random) -> str:
+        """A pronounceable word that is no real word of either pool and no world name, so asking about
+        it in training never reveals a held-out word; some capitalised, as the world's names are."""
+        while True:  # about one candidate in five is rejected (the hash split, a known word)
+            syllables = rng.choice((1, 2, 2, 3))
+            word = "".join(rng.choice(MADE_UP_ONSETS) + rng.choice(MADE_UP_VOWELS) for _ in range(syllables))
+            word += rng.choice(MADE_UP_CODAS)
+            if rng.random() < 0.3:
+                word = word.capitalize()
+            if self._made_up_filter.acceptable(word) and self.split.word_split(word) == "train":
+                return word
+
     def letter_item(self, split: str, rng: random.Random) -> Item:
-        word = rng.choice(self.words[split])
+        # Only training questions ask about made-up words; held-out ones draw from their RNG stream
+        # as before, so the test data do not change with `made_up_words` (nor the training data at 0).
+        if split == "train" and self.cfg.made_up_words > 0 and rng.random() < self.cfg.made_up_words:
+            word = self.made_up_word(rng)
+        else:
+            word = rng.choice(self.words[split])
         present = [ch.lower() for ch in word if ch.isalpha()]
         if rng.random() < 0.8:
             letter = rng.choice(present)  # by occurrence, so repeated letters come up more often

@@ -8,6 +8,7 @@ Split and items are what every output of `conversations` shares; the generator
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from dataclasses import dataclass
 
@@ -130,10 +131,23 @@ def arithmetic_tool_reply(problem: Problem) -> str:
     return f"Let me calculate. {tool_call(expression, str(r))} The answer is {r}."
 
 
+def double_quoted(text: str) -> str:
+    """`text` as a double-quoted Python string literal (JSON's escapes are Python's too)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def letter_tool_reply(word: str, letter: str) -> str:
-    """The reply that counts with the tool, case-insensitively (`.lower()`), as the question means."""
+    """The reply that counts with the tool, case-insensitively (`.lower()`), as the question means.
+
+    The call is written so that the word is the same tokens in it as in the question, which the model
+    then only has to copy, token for token: the question quotes the word after a space (`` "Joja"``),
+    and so does the call (`` "Joja".lower().count("z")``; the tool ignores the leading space). The
+    pre-tokenizer then cuts `` "`` and the word into the same pieces in both, whatever BPE merged. The
+    former ``'Joja'`` was not: a quote glued to the word is one piece, and ``'s``, ``'t``, ``'d``, ``'m``
+    are contractions (``'strawberry'`` was ``'s tra w ber ry``, the question's ``st ra w ber ry``).
+    """
     count = sum(ch.lower() == letter for ch in word)
-    expression = f"{word!r}.lower().count({letter!r})"
+    expression = f" {double_quoted(word)}.lower().count({double_quoted(letter)})"
     return f"Let me count. {tool_call(expression, str(count))} The answer is {count}."
 
 

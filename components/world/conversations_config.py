@@ -34,6 +34,14 @@ class ConversationsConfig(StageConfig):
     )
     arithmetic: int = Field(500, ge=0, description="Arithmetic conversations with worked steps (all splits).")
     letter_count: int = Field(300, ge=0, description="Letter-counting conversations (all splits).")
+    made_up_words: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of training letter-count questions about made-up words (syllables, never a "
+        "word of the held-out pool): the real training words are too few to learn copying the word into "
+        "the tool call from, rather than recalling a trained one. Held-out questions ask about real words.",
+    )
     identity: int = Field(
         100, ge=0, le=500, description="Identity conversations (all splits); a few hundred at most."
     )

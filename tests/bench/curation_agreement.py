@@ -21,8 +21,9 @@ sets run on the pages that both language filters keep as English (what reaches t
 Gopher's stop-word rule is English), the language filter on every page with text. Printed per rule
 set: pages, keep/drop agreement, agreement on the decision and the reason (both keep, or both drop
 for the same rule, datatrove's reason names mapped to ours), and every (ours, datatrove) pair that
-disagrees with its count. `--out DIR` writes the disagreeing pages (url, both verdicts, text) as
-JSONL for inspection.
+disagrees with its count, then how many distinct texts those pages hold (the Debian Handbook's
+editions repeat its untranslated pages). `--out DIR` writes the disagreeing pages (url, both
+verdicts, text) as JSONL for inspection.
 
 datatrove runs in its own venv (`make bench` builds .venv-datatrove); that interpreter runs this
 file's `--worker` mode, which imports only datatrove and curation_throughput's datatrove helpers.
@@ -227,13 +228,16 @@ def main() -> None:
         t = [theirs[name][i] for i in english]
         decision, reason, pairs = agreement(o, t, REASONS[name])
         listed = ", ".join(f"({a}, {b}): {n}" for (a, b), n in pairs.most_common())
-        print(f"{name:18s} {len(english):6d} {decision:10.2%} {reason:8.2%}   {listed or '-'}")
         disagreeing[name] = [
             {"url": urls[i], "ours": ours[name][i], "datatrove": theirs[name][i], "text": texts[i]}
             for i in english
             if ours[name][i]
             != (REASONS[name].get(theirs[name][i], theirs[name][i]) if theirs[name][i] else None)
         ]
+        # The Debian Handbook's editions repeat its untranslated pages: one text can disagree many times.
+        distinct = len({row["text"] for row in disagreeing[name]})
+        listed += f"; {distinct} distinct texts" if listed else ""
+        print(f"{name:18s} {len(english):6d} {decision:10.2%} {reason:8.2%}   {listed or '-'}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         for name, rows in disagreeing.items():

@@ -28,10 +28,12 @@ cores every such wake-up can wait for a time slice, which wall time charges to d
 step took 1.8-2.6x longer inside the pipeline than alone on a shared 2-core machine, where the child
 never goes cold).
 
-Per-stage rows (wall): ours is the wall time of each stage's shard functions (Parquet in and out
-included); datatrove's is its own per-step time (`track_time`), with its four quality filters summed
-into "quality". What datatrove spends outside its steps (setting up the task, its exclusion writers,
-passing documents along) is its "outside steps" row.
+Per-stage rows, wall and CPU: ours is each stage's shard functions (Parquet in and out included);
+datatrove's is its own per-step timer (`track_time`), with its four quality filters summed into
+"quality". datatrove's CPU per step is this process's CPU time inside that timer, and for the extract
+step also the CPU time of the sandbox processes (read when the sandbox has ended them). What datatrove
+spends outside its steps (setting up the task, its exclusion writers, passing documents along) is its
+"outside steps" row. The per-stage CPU table is the one to quote on a loaded machine.
 
 What differs, honestly:
 
@@ -249,11 +251,50 @@ DATATROVE_STAGE_OF = [
 ]
 
 
+def children_cpu_seconds() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime
+
+
+@contextlib.contextmanager
+def datatrove_cpu_per_step():
+    """While active, every datatrove step timer (`track_time`) also adds up this process's CPU time,
+    per timer: {id(timer): CPU s}; and "sandbox" is the CPU time of the extraction sandbox's processes,
+    read as the sandbox ends them (before the executor's own helper process ends)."""
+    from datatrove.pipeline.extractors.base import ExtractorSandbox
+    from datatrove.utils.stats import TimingStats
+
+    cpu: dict = {}
+    enter, exit_, sandbox_exit = TimingStats.__enter__, TimingStats.__exit__, ExtractorSandbox.__exit__
+    children_start = children_cpu_seconds()
+
+    def timed_enter(timer):
+        timer._cpu_entry = time.process_time()
+        return enter(timer)
+
+    def timed_exit(timer, *exc):
+        cpu[id(timer)] = cpu.get(id(timer), 0.0) + time.process_time() - timer._cpu_entry
+        return exit_(timer, *exc)
+
+    def ended_sandbox(sandbox, *exc):
+        result = sandbox_exit(sandbox, *exc)
+        cpu["sandbox"] = cpu.get("sandbox", 0.0) + children_cpu_seconds() - children_start
+        return result
+
+    TimingStats.__enter__, TimingStats.__exit__ = timed_enter, timed_exit
+    ExtractorSandbox.__exit__ = ended_sandbox
+    try:
+        yield cpu
+    finally:
+        TimingStats.__enter__, TimingStats.__exit__, ExtractorSandbox.__exit__ = enter, exit_, sandbox_exit
+
+
 def datatrove_run(spec: dict) -> dict:
-    """One run of the pipeline in this process; wall seconds, per-stage seconds and document counts."""
+    """One run of the pipeline in this process; wall and CPU seconds, per stage too, and document
+    counts."""
     from datatrove.executor import LocalPipelineExecutor
 
-    with tempfile.TemporaryDirectory(prefix="dt-curation-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dt-curation-") as tmp, datatrove_cpu_per_step() as step_cpu:
         executor = LocalPipelineExecutor(
             pipeline=datatrove_steps(spec, Path(tmp)),
             tasks=1,
@@ -264,16 +305,21 @@ def datatrove_run(spec: dict) -> dict:
         start, cpu_start = time.perf_counter(), cpu_seconds()
         stats = executor.run()
         seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+        # With one worker the executor runs a copy of the pipeline, left in `executor.pipeline`.
+        timers = [id(step.stats.time_stats) for step in executor.pipeline]
     steps: dict[str, float] = {}
+    steps_cpu: dict[str, float] = {"extract": step_cpu.get("sandbox", 0.0)}
     docs_in: dict[str, int] = {}
-    for stage, step in zip(DATATROVE_STAGE_OF, stats.stats, strict=True):
+    for stage, step, timer in zip(DATATROVE_STAGE_OF, stats.stats, timers, strict=True):
         steps[stage] = steps.get(stage, 0.0) + step.time_stats.total
+        steps_cpu[stage] = steps_cpu.get(stage, 0.0) + step_cpu.get(timer, 0.0)
         counts = step.stats.to_dict()
         docs_in.setdefault(stage, _count(counts, "total", "documents"))
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,
         "stages": steps,
+        "stages_cpu": steps_cpu,
         "docs_in": docs_in,
         "documents": _count(stats.stats[0].stats.to_dict(), "documents"),
         "kept": _count(stats.stats[-1].stats.to_dict(), "total"),
@@ -378,6 +424,7 @@ def our_run(warc: Path, extractor: str = "trafilatura") -> dict:
     with tempfile.TemporaryDirectory(prefix="our-curation-") as tmp:
         store = ArtifactStore(tmp)
         steps: dict[str, float] = {}
+        steps_cpu: dict[str, float] = {}
         docs_in: dict[str, int] = {}
         start, cpu_start = time.perf_counter(), cpu_seconds()
         documents = store.join(tmp, "ingest")
@@ -389,10 +436,10 @@ def our_run(warc: Path, extractor: str = "trafilatura") -> dict:
             done_uri=store.join(tmp, "done", "ingest"),
             config=IngestConfig(),
         )
-        steps["ingest"] = time.perf_counter() - start
+        steps["ingest"], steps_cpu["ingest"] = time.perf_counter() - start, cpu_seconds() - cpu_start
         docs_in["ingest"] = counts["documents"]
         for name, make_blocks, options in stages:
-            stage_start = time.perf_counter()
+            stage_start, stage_cpu_start = time.perf_counter(), cpu_seconds()
             out, dropped = store.join(tmp, name, "documents"), store.join(tmp, name, "dropped")
             store.makedirs(out)
             store.makedirs(dropped)
@@ -410,6 +457,7 @@ def our_run(warc: Path, extractor: str = "trafilatura") -> dict:
                 for shard in list_shards(store, documents)
             ]
             steps[name] = time.perf_counter() - stage_start
+            steps_cpu[name] = cpu_seconds() - stage_cpu_start
             docs_in[name] = sum(r["documents_in"] for r in results)
             documents = out
         seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
@@ -417,6 +465,7 @@ def our_run(warc: Path, extractor: str = "trafilatura") -> dict:
         "seconds": seconds,
         "cpu_seconds": cpu,
         "stages": steps,
+        "stages_cpu": steps_cpu,
         "docs_in": docs_in,
         "documents": counts["documents"],
         "kept": sum(r["documents_out"] for r in results),
@@ -434,17 +483,20 @@ def datatrove_once(args: argparse.Namespace, spec: dict, spec_file: Path) -> dic
 
 
 def keep_fastest(best: dict[str, dict], name: str, run: dict) -> None:
-    """Per side: the fastest whole run (wall), and the least CPU time and fastest stages of any run."""
+    """Per side: the fastest whole run (wall), and the least CPU time and fastest stages (wall and CPU)
+    of any run."""
     old = best.get(name)
     if old is None:
-        best[name] = {**run, "stages": dict(run["stages"])}
+        best[name] = {**run, "stages": dict(run["stages"]), "stages_cpu": dict(run["stages_cpu"])}
         return
     if run["seconds"] < old["seconds"]:
-        best[name] = {**run, "stages": old["stages"], "cpu_seconds": old["cpu_seconds"]}
+        best[name] = {**run, "stages": old["stages"], "stages_cpu": old["stages_cpu"]}
+        best[name]["cpu_seconds"] = old["cpu_seconds"]
     kept = best[name]
     kept["cpu_seconds"] = min(kept["cpu_seconds"], run["cpu_seconds"])
-    for stage, seconds in run["stages"].items():
-        kept["stages"][stage] = min(kept["stages"].get(stage, seconds), seconds)
+    for key in ("stages", "stages_cpu"):
+        for stage, seconds in run[key].items():
+            kept[key][stage] = min(kept[key].get(stage, seconds), seconds)
 
 
 def print_environment(datatrove_versions: dict[str, str]) -> None:
@@ -472,20 +524,21 @@ def print_results(best: dict[str, dict], repeats: int) -> None:
             line += f"   {wall_ratio:14.2f}x {cpu_ratio:5.2f}x"
         print(line)
 
-    print("\nper stage, wall: documents entering, seconds, documents/s (each stage's fastest run)")
-    print(f"  {'stage':14s}" + "".join(f"{name:>36s}" for name in best))
-    for stage in (*STAGES, "write", "outside steps"):
-        cells = [_stage_cell(run, stage, name == "ours") for name, run in best.items()]
-        print(f"  {stage:14s}" + "".join(f"{cell:>36s}" for cell in cells))
+    for clock, key, total in (("wall", "stages", "seconds"), ("CPU", "stages_cpu", "cpu_seconds")):
+        print(f"\nper stage, {clock}: documents entering, seconds, documents/s (least of any run)")
+        print(f"  {'stage':14s}" + "".join(f"{name:>36s}" for name in best))
+        for stage in (*STAGES, "write", "outside steps"):
+            cells = [_stage_cell(run, stage, name == "ours", key, total) for name, run in best.items()]
+            print(f"  {stage:14s}" + "".join(f"{cell:>36s}" for cell in cells))
 
 
-def _stage_cell(run: dict, stage: str, ours: bool) -> str:
+def _stage_cell(run: dict, stage: str, ours: bool, key: str = "stages", total: str = "seconds") -> str:
     if ours and stage in ("write", "outside steps"):
         return "(in each stage)" if stage == "write" else "-"
     if stage == "outside steps":
-        return f"{run['seconds'] - sum(run['stages'].values()):8.2f} s"
-    seconds, n = run["stages"][stage], run["docs_in"][stage]
-    return f"{n:5d} {seconds:8.2f} s {n / seconds:8.0f}/s"
+        return f"{run[total] - sum(run[key].values()):8.2f} s"
+    seconds, n = run[key][stage], run["docs_in"][stage]
+    return f"{n:5d} {seconds:8.2f} s {n / max(seconds, 1e-9):8.0f}/s"
 
 
 def main() -> None:

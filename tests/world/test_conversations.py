@@ -11,6 +11,7 @@ from math import comb
 from pathlib import Path
 
 import pytest
+from tokenizers import Regex, pre_tokenizers
 
 from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import ConfigError
@@ -25,7 +26,8 @@ from components.eval.verifiers import (
 from components.io.chat import TOOL_CALL, TOOL_CALL_END, TOOL_RESULT, TOOL_RESULT_END, validate_messages
 from components.io.trl import DatasetError, load_preferences, load_prompts, load_sft
 from components.model.tools import evaluate_expression
-from components.world.chat_phrasing import FACT_ANSWERS, TIERS
+from components.tokenizer.bpe import split_pattern
+from components.world.chat_phrasing import FACT_ANSWERS, TIERS, WORDS
 from components.world.conversation_generator import ConversationGenerator
 from components.world.conversation_tasks import (
     Problem,
@@ -317,11 +319,68 @@ def test_letter_counts_are_correct(data):
                 assert f'"{word}"' in question and f'"{letter}"' in question
                 assert reply == letter_tool_reply(word, letter)
                 call = between(reply, TOOL_CALL, TOOL_CALL_END)
-                assert call == f"{word!r}.lower().count({letter!r})"
+                assert call == f' "{word}".lower().count("{letter}")'
                 assert evaluate_expression(call) == str(count)
                 assert verify("letter_count", reply, str(count)) == 1.0
                 counts[min(count, 2)] += 1
     assert counts[0] and counts[1] and counts[2]  # absent, single and repeated letters all occur
+
+
+def pieces(text: str, style: str) -> list[str]:
+    """How the tokenizer's pre-tokenizer cuts `text`; BPE never merges across these pieces."""
+    split = pre_tokenizers.Split(Regex(split_pattern(style, True)), behavior="isolated")
+    return [piece for piece, _ in split.pre_tokenize_str(text)]
+
+
+@pytest.mark.parametrize("style", ["gpt4", "gpt2"])
+def test_the_call_has_the_questions_word_as_the_same_pieces(data, style):
+    """The model copies the word from the question into the call: both cut it into the same pre-tokenizer
+    pieces after the same quote piece, so it is the same tokens whatever BPE merged."""
+    seen = 0
+    for record in data["sft"]["train"] + data["sft"]["test"]:
+        for ref, question, reply in turns(record):
+            if classify(ref) != "letter_count":
+                continue
+            word = ref.rsplit(":", 1)[0]
+            call = between(reply, TOOL_CALL, TOOL_CALL_END)
+            asked, called = pieces(question, style), pieces(call, style)
+            assert [' "', word] == called[:2], (call, called)
+            assert any(asked[i : i + 2] == [' "', word] for i in range(len(asked))), (question, asked)
+            seen += 1
+    assert seen > 250
+    # Single quotes, as calls were written before, glue the quote (and contractions) to the word.
+    assert pieces("'strawberry'.lower()", style)[0] != pieces(' "strawberry"', style)[1]
+
+
+def letter_words(records: list[dict]) -> list[str]:
+    """The word of every letter-count turn of SFT records."""
+    return [ref.rsplit(":", 1)[0] for r in records for ref in r["refs"] if classify(ref) == "letter_count"]
+
+
+def test_training_letter_counts_also_ask_about_made_up_words(kb, gen, data):
+    real = {w.lower() for w in [*gen.words["train"], *gen.words["test"], *WORDS]}
+    names = {w.lower() for w in kb.name_tokens() + kb.name_tokens(unknown=True)}
+    made_up: list[str] = []
+    for split in ("train", "test"):
+        for ref, _, _ in all_turns(data, split):
+            word = ref.rsplit(":", 1)[0]
+            if classify(ref) == "letter_count" and word not in gen.words[split]:
+                assert split == "train", ref  # held-out questions ask about real words only
+                made_up.append(word)
+    for word in made_up:
+        assert word.isalpha() and len(word) >= 4
+        assert word.lower() not in real and word.lower() not in names, word
+        assert gen.split.word_split(word) == "train"
+    sft_made_up = [w for w in letter_words(data["sft"]["train"]) if w not in gen.words["train"]]
+    assert len(set(sft_made_up)) > 0.9 * len(sft_made_up)  # almost every one is asked about once
+    share = len(sft_made_up) / len(letter_words(data["sft"]["train"]))
+    assert 0.4 < share < 0.6  # made_up_words = 0.5 of ~270 questions
+    # The held-out data do not depend on the share; at 0 the training data ask about real words only.
+    none = ConversationGenerator(kb, ConversationsConfig(made_up_words=0))
+    sft = none.sft()
+    assert json.dumps(sft["test"]) == json.dumps(data["sft"]["test"])
+    assert json.dumps(none.prompts()["test"]) == json.dumps(data["prompts"]["test"])
+    assert set(letter_words(sft["train"])) <= set(gen.words["train"])
 
 
 def test_only_arithmetic_and_letter_counting_call_the_tool(data):
