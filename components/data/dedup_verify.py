@@ -80,9 +80,13 @@ def verify_task(
     def compute() -> dict:
         started = time.process_time()
         sets: dict[int, np.ndarray] = {}
-        for s in np.unique(shard_index(offsets, edges.ravel())).tolist():
+        needed = np.unique(edges.ravel())
+        for s in np.unique(shard_index(offsets, needed)).tolist():
             shard, offset = shards[s]
             table = read_columns(store, store.join(shingles_uri, shard))
+            # Only this task's documents: a shard's table holds every candidate of that shard, and near
+            # duplicates spread over all shards, so keeping whole tables grew with the whole crawl.
+            table = table.filter(pa.array(np.isin(table.column("row").to_numpy() + offset, needed)))
             for row, hashes in zip(table.column("row").to_pylist(), table.column("shingles"), strict=True):
                 sets[offset + row] = hashes.values.to_numpy()
         similarity = np.array([jaccard(sets[a], sets[b]) for a, b in edges.tolist()], dtype=np.float32)

@@ -59,7 +59,7 @@ class ServeConfig(StrictModel):
         description="Seconds a stream waits after one chunk before it sends the tokens decoded meanwhile "
         "as the next (the first token goes out at once); 0 = a chunk per decoded token. Under load every "
         "chunk costs the replica, the proxy and the client more CPU than decoding its token; 0.05 s (20 "
-        "updates a second, smooth to a reader) gave 1.2-1.4x the output tokens/s of 0.02 s at 16 clients.",
+        "updates a second, smooth to a reader) gave 1.2-1.3x the output tokens/s of 0.02 s at 16 clients.",
     )
     tools: bool = Field(
         True,

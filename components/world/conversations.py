@@ -12,7 +12,7 @@ Tasks (the `task`/`kind` of an item):
   around the call ("Let me calculate 23 + 48. <|tool_call|>23 + 48<|/tool_call|><|tool_result|>71
   <|/tool_result|> So 23 + 48 = 71. The answer is 71."); with ``tool_use=False`` worked steps instead
   ("Let's work it out: 23 + 48 = 23 + 40 + 8 = 63 + 8 = 71. The answer is 71.").
-- ``letter_count``: counted by the tool (``'strawberry'.lower().count('r')``), or with ``tool_use=False``
+- ``letter_count``: counted by the tool (`` "strawberry".lower().count("r")``), or with ``tool_use=False``
   spelled letter by letter with a running count. Facts, unknowns and identity never call the tool.
 - ``unknown``: questions about the knowledge base's unknown entities, which the crawl never mentions,
   answered "I don't have any information about X."
