@@ -53,14 +53,24 @@ RAY_NODE_PORT_FLAGS = (
 )
 
 
+_handed_out: set[int] = set()
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct free TCP ports on `host` (held together while chosen, so never the same twice)."""
+    """`count` free TCP ports on `host`, none of them handed out before by this process.
+
+    The ports are released when chosen and bound later by the servers, so two calls could otherwise
+    return the same port (the head's GCS port and, a call later, its metrics-export port did, and
+    `ray start` refused to start)."""
     with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            s = stack.enter_context(socket.socket())
+        ports: list[int] = []
+        while len(ports) < count:
+            s = stack.enter_context(socket.socket())  # held until the end: never the same twice here
             s.bind((host, 0))
-            ports.append(s.getsockname()[1])
+            port = s.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                ports.append(port)
         return ports
 
 
