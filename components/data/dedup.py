@@ -26,7 +26,7 @@ How it runs, in five phases, each resumable (a killed stage redoes only unfinish
    over the documents that have any candidate at all.
 4. verify (when `verify_threshold` is set; in `dedup_verify.py`) -- one task per shard reads the text of
    that shard's documents that are in an unresolved fuzzy pair and writes their shingle hashes; one task
-   per shard then computes the true Jaccard of the pairs whose first document is in it.
+   per shard then computes the true Jaccard of the pairs whose later document is in it.
 5. write -- one Ray task per shard writes its kept and dropped documents.
 
 Memory as the corpus grows (N documents, b bands, D documents with a duplicate candidate):
@@ -40,7 +40,9 @@ Memory as the corpus grows (N documents, b bands, D documents with a duplicate c
   cliques), union-find (two ints per document) over only the D documents that have a candidate, the
   kept/dropped decisions and the kept documents' ids; never texts or signatures, and N-sized state
   only when ground-truth labels are scored (the entering urls);
-- verification: the shingle hashes of the D candidate documents, one shard's worth per task.
+- verification: per task, the shingle hashes of one shard's candidates and of their hubs: at most
+  (b + 1) x the shard's rows, whatever N (a group by the hub's shard grew with the crawl: a hub in the
+  first shard pairs with its copies everywhere).
 """
 
 from __future__ import annotations

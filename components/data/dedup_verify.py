@@ -71,11 +71,16 @@ def verify_task(
     out_uri: str,
     shards: list[tuple[str, int]],
 ) -> dict:
-    """Ray task: the true Jaccard of the pairs whose first document lies in shard `task[0]`."""
-    first, edges = task
+    """Ray task: the true Jaccard of the pairs whose second (later) document lies in shard `task[0]`.
+
+    Grouped by the later document because pairs are stars from each bucket's earliest document: a hub
+    in the first shard can pair with copies all over the crawl, so a group by the first document grew
+    with the crawl. A document is the later one of at most one pair per band (its bucket's hub), so
+    a task holds at most (bands + 1) x the shard's rows shingle sets, whatever the crawl's size."""
+    later, edges = task
     store = ArtifactStore(store_root)
     offsets = np.array([offset for _, offset in shards], dtype=np.int64)
-    name = shards[first][0]
+    name = shards[later][0]
 
     def compute() -> dict:
         started = time.process_time()
@@ -84,8 +89,7 @@ def verify_task(
         for s in np.unique(shard_index(offsets, needed)).tolist():
             shard, offset = shards[s]
             table = read_columns(store, store.join(shingles_uri, shard))
-            # Only this task's documents: a shard's table holds every candidate of that shard, and near
-            # duplicates spread over all shards, so keeping whole tables grew with the whole crawl.
+            # Only this task's documents: a hub's shard table holds every candidate of that shard.
             table = table.filter(pa.array(np.isin(table.column("row").to_numpy() + offset, needed)))
             for row, hashes in zip(table.column("row").to_pylist(), table.column("shingles"), strict=True):
                 sets[offset + row] = hashes.values.to_numpy()
@@ -121,8 +125,8 @@ def verify_pairs(
         progress=ctx.progress,
         desc="shingles for verification",
     )
-    first_shard = shard_index(offsets, edges[:, 0])
-    groups = [(s, edges[first_shard == s]) for s in np.unique(first_shard).tolist()]
+    later_shard = shard_index(offsets, edges[:, 1])
+    groups = [(s, edges[later_shard == s]) for s in np.unique(later_shard).tolist()]
     results = parallel_map(
         functools.partial(
             verify_task, shingles_uri=shingles_uri, out_uri=ctx.scratch_uri("verify"), shards=shards, **common
@@ -133,5 +137,5 @@ def verify_pairs(
     )
     similarity = np.empty(len(edges), dtype=np.float32)
     for (s, _), result in zip(groups, results, strict=True):
-        similarity[first_shard == s] = load_array(ctx.store, result["file"])
+        similarity[later_shard == s] = load_array(ctx.store, result["file"])
     return similarity, sum(r["seconds"] for r in results)

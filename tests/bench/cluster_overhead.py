@@ -11,7 +11,6 @@ not counted. Prints figures, asserts nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -43,12 +42,11 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides for both runs")
     args = parser.parse_args()
 
-    base_env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
-    base_env["PATH"] = f"{BIN}{os.pathsep}{base_env.get('PATH', '')}"
     cluster_s, local_s = [], []
     with LocalCluster() as cluster:
         print(f"cluster started in {cluster.startup_s:.1f} s (not counted)", flush=True)
-        env = {**base_env, **cluster.client_env()}
+        env = cluster.shell_env()
+        local_env = {k: v for k, v in env.items() if k not in cluster.client_env()}  # no cluster
         for i in range(args.repeats):
             where = [
                 f"pipeline.store={cluster.store_url}/bench-{i}",
@@ -69,7 +67,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 where = [f"pipeline.store={tmp}/store", f"pipeline.tracking_uri=sqlite:///{tmp}/mlflow.db"]
                 command = [str(BIN / "gptrecipe"), "run", "smoke", *where, *args.overrides]
-                local_s.append(timed(command, base_env, Path(tmp)))
+                local_s.append(timed(command, local_env, Path(tmp)))
             print(f"in-process, gptrecipe run: {local_s[-1]:.1f} s", flush=True)
     c, l_ = statistics.median(cluster_s), statistics.median(local_s)
     print(

@@ -539,6 +539,12 @@ class LocalCluster:
             "MLFLOW_TRACKING_URI": self.tracking_uri,
         }
 
+    def shell_env(self) -> dict[str, str]:
+        """This process's environment as a client's shell would have it: `client_env`, our venv's
+        commands first on PATH, and no Ray address or token file of another cluster."""
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+        return {**env, **self.client_env(), "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
+
     def stop(self) -> None:
         errors = []
         for part in (self.ray, self.mlflow, self.s3):

@@ -39,11 +39,6 @@ def settings(cluster) -> list[str]:
     return [*where, *OVERRIDES]
 
 
-def client_env(cluster) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
-    return {**env, **cluster.client_env(), "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
-
-
 def s3(cluster) -> s3fs.S3FileSystem:
     return s3fs.S3FileSystem(
         endpoint_url=cluster.s3_env["AWS_ENDPOINT_URL"],
@@ -94,7 +89,7 @@ def first_run(local_cluster):
     command += ["--working-dir", ".", "--", "gptrecipe", "run", "smoke", *settings(local_cluster)]
     started = time.monotonic()
     proc = subprocess.run(
-        command, cwd=REPO, env=client_env(local_cluster), capture_output=True, text=True, timeout=900
+        command, cwd=REPO, env=local_cluster.shell_env(), capture_output=True, text=True, timeout=900
     )
     wall = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
@@ -166,7 +161,7 @@ def test_a_second_submission_is_fully_cached(first_run, local_cluster):
     command = [str(BIN / "gptrecipe"), "submit", "--address", local_cluster.job_address, "smoke"]
     command += [*settings(local_cluster), "--wait"]
     proc = subprocess.run(
-        command, cwd=REPO, env=client_env(local_cluster), capture_output=True, text=True, timeout=600
+        command, cwd=REPO, env=local_cluster.shell_env(), capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     summary = new_summary(local_cluster, before)
@@ -184,7 +179,7 @@ def test_a_worker_node_dies_during_pretraining_and_another_resumes_from_s3(first
     command = [str(BIN / "gptrecipe"), "submit", "--address", local_cluster.job_address, "smoke"]
     command += [*settings(local_cluster), "pretrain.keep_checkpoints=3", "--until", "pretrain"]
     submitted = subprocess.run(
-        command, cwd=REPO, env=client_env(local_cluster), capture_output=True, text=True, timeout=300
+        command, cwd=REPO, env=local_cluster.shell_env(), capture_output=True, text=True, timeout=300
     )
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     job_id = submitted.stdout.strip().splitlines()[-1]
@@ -250,7 +245,7 @@ def test_the_store_down_at_submission_fails_before_any_stage(first_run, local_cl
     command += [*settings(local_cluster), "--wait"]
     started = time.monotonic()
     proc = subprocess.run(
-        command, cwd=REPO, env=client_env(local_cluster), capture_output=True, text=True, timeout=300
+        command, cwd=REPO, env=local_cluster.shell_env(), capture_output=True, text=True, timeout=300
     )
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr

@@ -23,6 +23,7 @@ from components.core.artifacts import Artifact, ArtifactStore
 from components.core.config import ConfigError
 from components.core.stage import RunEnv, StageRecord, run_stage
 from components.data import dedup as dedup_module
+from components.data import dedup_verify
 from components.data.dedup import DedupConfig, MinHashConfig, dedup, dedup_truth
 from components.data.minhash import (
     MinHasher,
@@ -301,6 +302,31 @@ def test_verification_rejects_pairs_below_the_threshold(tmp_path, tracking_uri):
     assert [d["id"] for d in kept] == ["x", "y"] and not dropped
     _, kept, dropped = run(tmp_path / "default", tracking_uri, shards)
     assert [d["id"] for d in kept] == ["x"] and dropped[0]["drop_reason"] == "dedup.near"
+
+
+def test_verification_tasks_hold_one_shard_of_later_documents(tmp_path, tracking_uri, monkeypatch):
+    """A hub in the first shard with near copies in every shard: each verification task takes the
+    pairs whose later document is in its shard, so none holds the copies of the whole crawl."""
+    rng = random.Random(17)
+    base = words(rng, 400)
+    shards = [[doc("hub", " ".join(base))]]
+    shards += [[doc(f"copy-{s}-{i}", " ".join(edited(base, 0.01, rng))) for i in range(3)] for s in range(4)]
+    seen: list[tuple[int, set[int], set[int]]] = []  # (task's shard, later documents, hubs)
+    verify_task = dedup_verify.verify_task
+
+    def recording(task, **kwargs):
+        seen.append((task[0], set(task[1][:, 1].tolist()), set(task[1][:, 0].tolist())))
+        return verify_task(task, **kwargs)
+
+    monkeypatch.setattr(dedup_verify, "verify_task", recording)
+    config = DedupConfig(exact=False, minhash=MinHashConfig(verify_threshold=0.8))
+    _, kept, dropped = run(tmp_path, tracking_uri, shards, config)
+    assert [d["id"] for d in kept] == ["hub"] and len(dropped) == 12
+    # shard s (1..4) holds documents 3s-2..3s: each task's later documents are that shard's copies;
+    # their hubs are the hub (0) and, where two copies share a band the hub is not in, an earlier copy
+    later = [(shard, docs) for shard, docs, _ in seen]
+    assert later == [(s, {3 * s - 2, 3 * s - 1, 3 * s}) for s in range(1, 5)]
+    assert all(0 in hubs for _, _, hubs in seen)
 
 
 def test_exact_only_mode(tmp_path, tracking_uri):
