@@ -57,6 +57,7 @@ from components.eval.bits_per_byte import corpus_bits_per_byte
 from components.eval.chat_eval import chat_eval, format_samples, without_tools
 from components.eval.claims_sampling import sample_claims
 from components.eval.evaluate_config import MODELS, RL_MODELS, SPEC, EvaluateConfig, check_inputs
+from components.eval.in_context_copy import copy_accuracy
 from components.eval.multiple_choice import benchmark_items, score_items
 from components.eval.recipe_claims import (
     JUDGES,
@@ -89,6 +90,7 @@ TABLE = (
     "mean_response_tokens",
     "no_tools_accuracy",  # tool use: the same model with its tool switched off
     "tool_call_rate",
+    "copy_accuracy",  # in-context copying, which a tool call needs
     "seen_rm_score",
     "val_loss",
     "lm_eval_acc",
@@ -187,6 +189,12 @@ def evaluate_model(job: ModelJob) -> dict[str, Any]:
         )
         metrics.update(bpb=bpb.bpb, val_loss=bpb.loss, val_tokens=float(bpb.tokens))
         seconds["bpb"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    copied = copy_accuracy(model, tok, sequences=cfg.copy_sequences, seed=job.seed)
+    if copied is not None:
+        metrics["copy_accuracy"] = copied
+        seconds["copy"] = time.perf_counter() - started
 
     if job.prompts:
         reward_model = None

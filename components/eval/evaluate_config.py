@@ -94,6 +94,13 @@ class EvaluateConfig(StageConfig):
     torch_threads: int | None = Field(
         None, ge=1, description="Torch threads per model task; None = its reserved CPUs (Ray's default)."
     )
+    copy_sequences: int = Field(
+        32,
+        ge=0,
+        description="In-context copying (`in_context_copy`): random 20-token sequences shown twice, the "
+        "second copy predicted greedily; copy_accuracy is what a tool call's copying of the question "
+        "needs. 0 = off.",
+    )
     claims: ClaimsSettings = Field(
         default_factory=ClaimsSettings, description="Entropy, distinct-n, pass@k, maj@k, win rates, ratings."
     )

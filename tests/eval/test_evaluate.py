@@ -18,6 +18,7 @@ from components.core.artifacts import Artifact
 from components.core.config import ConfigError, StageConfig
 from components.core.stage import RunEnv, run_stage, stage
 from components.eval.bits_per_byte import corpus_bits_per_byte
+from components.eval.in_context_copy import copy_accuracy
 from components.eval.evaluate import EvaluateConfig, evaluate, format_table, pick_samples, rm_auc
 from components.eval.multiple_choice import benchmark_items, score_items
 from components.io.token_shards import ShardWriter
@@ -211,6 +212,7 @@ def test_benchmark_and_bits_per_byte_are_the_library_numbers(evaluated, world):
     )  # fmt: skip
     assert (ppo["bpb"], ppo["val_loss"]) == (pytest.approx(bpb.bpb), pytest.approx(bpb.loss))
     assert set(evaluation["benchmark_by_relation"]["ppo"]) == {"capital", "birth_city"}
+    assert ppo["copy_accuracy"] == copy_accuracy(model, tok, sequences=32, seed=0)
 
 
 def test_report_files_and_headline_metrics(evaluated):
