@@ -18,8 +18,8 @@ from components.core.artifacts import Artifact
 from components.core.config import ConfigError, StageConfig
 from components.core.stage import RunEnv, run_stage, stage
 from components.eval.bits_per_byte import corpus_bits_per_byte
-from components.eval.in_context_copy import copy_accuracy
 from components.eval.evaluate import EvaluateConfig, evaluate, format_table, pick_samples, rm_auc
+from components.eval.in_context_copy import copy_accuracy
 from components.eval.multiple_choice import benchmark_items, score_items
 from components.io.token_shards import ShardWriter
 from components.model.checkpoint import load_model_dir, save_model_dir
