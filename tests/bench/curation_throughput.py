@@ -490,8 +490,12 @@ def keep_fastest(best: dict[str, dict], name: str, run: dict) -> None:
         best[name] = {**run, "stages": dict(run["stages"]), "stages_cpu": dict(run["stages_cpu"])}
         return
     if run["seconds"] < old["seconds"]:
-        best[name] = {**run, "stages": old["stages"], "stages_cpu": old["stages_cpu"]}
-        best[name]["cpu_seconds"] = old["cpu_seconds"]
+        best[name] = {
+            **run,
+            "stages": old["stages"],
+            "stages_cpu": old["stages_cpu"],
+            "cpu_seconds": old["cpu_seconds"],
+        }
     kept = best[name]
     kept["cpu_seconds"] = min(kept["cpu_seconds"], run["cpu_seconds"])
     for key in ("stages", "stages_cpu"):
