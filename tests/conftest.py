@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.smoke_run import SmokeRun, run_smoke
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,3 +42,10 @@ def settings(tmp_path: Path, tracking_uri: str, request) -> dict:
         "tracking_uri": tracking_uri,
         "experiment": request.node.nodeid,
     }
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> SmokeRun:
+    """One whole run of the smoke config, shared by the tests that read a finished run (the CLI's cached
+    rerun, the notebook): each would otherwise pay the minute and a half it takes."""
+    return run_smoke(tmp_path_factory.mktemp("smoke"))

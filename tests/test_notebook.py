@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -152,19 +149,9 @@ def test_notebook_reads_every_section_of_a_finished_run(tmp_path, tracking_uri):
 
 
 @pytest.mark.slow
-def test_notebook_over_a_smoke_run(tmp_path):
+def test_notebook_over_a_smoke_run(smoke_run):
     """The smoke config end to end (every stage the recipe has), then the notebook over its run."""
-    overrides = [
-        f"pipeline.store={tmp_path / 'store'}",
-        f"pipeline.runs_dir={tmp_path / 'runs'}",
-        f"pipeline.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    cmd = [sys.executable, "-m", "pipelines.cli", "run", "smoke", *overrides]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    run_dir = Path(done.stdout.strip().splitlines()[-1]).parent
-
+    run_dir = smoke_run.run_dir
     ns = run_notebook(run_dir)
     assert list(ns["stages"].index) == RECIPE.names
     assert set(ns["stages"]["status"]) == {"done"}

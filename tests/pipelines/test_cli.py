@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from mlflow import MlflowClient
 from pipelines.cli import main
 from pipelines.config import load_config
 from pipelines.recipe import RECIPE
+from tests.smoke_run import smoke_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,38 +95,32 @@ def test_stages_shows_the_dag(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_smoke_run_then_fully_cached(tmp_path):
+def test_smoke_run_then_fully_cached(smoke_run):
     """The README's promise in miniature: a run, then a rerun that reuses every stage much faster."""
-    cmd = [sys.executable, "-m", "pipelines.cli", "run", "smoke", *tmp_overrides(tmp_path)]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-
-    def run() -> tuple[dict, float]:
-        """(summary.json of the run, its wall seconds)."""
-        started = time.time()
-        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        seconds = time.time() - started
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(Path(done.stdout.strip().splitlines()[-1]).read_text()), seconds
-
-    summary, first_s = run()
+    summary = smoke_run.summary
     assert {name: s["status"] for name, s in summary["stages"].items()} == dict.fromkeys(RECIPE.names, "done")
-    again, second_s = run()
+    cmd, env = smoke_command(smoke_run.overrides)
+    started = time.time()
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    second_s = time.time() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = json.loads(Path(done.stdout.strip().splitlines()[-1]).read_text())
     assert {name: s["status"] for name, s in again["stages"].items()} == dict.fromkeys(RECIPE.names, "cached")
     for name in RECIPE.names:
         assert again["stages"][name]["outputs"] == summary["stages"][name]["outputs"]
         assert again["stages"][name]["cache_key"] == summary["stages"][name]["cache_key"]
-    print(f"first run {first_s:.1f}s, cached run {second_s:.1f}s")
+    print(f"first run {smoke_run.seconds:.1f}s, cached run {second_s:.1f}s")
 
     stages_out = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "stages", "smoke", *tmp_overrides(tmp_path)],
+        [sys.executable, "-m", "pipelines.cli", "stages", "smoke", *smoke_run.overrides],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert all(" cached " in line for line in stages_out.stdout.splitlines()[2:])
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(smoke_run.overrides[-1].split("=", 1)[1])
     parent = client.get_run(again["mlflow"]["parent_run_id"])
     assert parent.data.tags["gptrecipe.config"].endswith(
-        "smoke.yaml with overrides " + " ".join(tmp_overrides(tmp_path))
+        "smoke.yaml with overrides " + " ".join(smoke_run.overrides)
     )
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
