@@ -6,8 +6,9 @@ InstructGPT, Ouyang et al. 2022; the formulas are `rl.formulas`'s):
 
 1. generation: one sampled reply per prompt (batched, KV cache);
 2. scoring, no gradients, once per batch: the RM's score of each reply (a z-score with the RM's
-   ``reward_stats``), the policy's "old" log-probs and entropies, the reference's log-probs, the
-   critic's values;
+   ``reward_stats``; optionally plus ``sft_likelihood_coef`` times the reply's mean log-prob under the
+   reference), the policy's "old" log-probs and entropies, the reference's log-probs, the critic's
+   values;
 3. experience: the per-token reward -beta * k1 on every reply token plus the (clipped) score on its last
    token; GAE advantages and returns; advantages whitened over the batch's reply tokens (`ppo_experience`);
 4. training: ``ppo_epochs`` passes over shuffled mini-batches -- the clipped policy loss with an entropy
@@ -54,6 +55,7 @@ from components.train.rl.formulas import (
     kl_estimates,
     masked_mean,
     masked_whiten,
+    sft_likelihood_bonus,
     shaped_rewards,
 )
 from components.train.rl.monitor import rollout_metrics
@@ -172,7 +174,8 @@ class PPO(RLAlgorithm):
             ]
         )
         beta = self.kl.value
-        score = apply_missing_eos_penalty(scores.reward, rollout.finished, cfg.missing_eos_penalty)
+        score = sft_likelihood_bonus(scores.reward, ref_logp, rollout.response_mask, cfg.sft_likelihood_coef)
+        score = apply_missing_eos_penalty(score, rollout.finished, cfg.missing_eos_penalty)
         experience, rewards = ppo_experience(
             rollout,
             old_logp,

@@ -29,6 +29,7 @@ from components.train.rl.formulas import (
     masked_whiten,
     policy_loss,
     rloo_advantages,
+    sft_likelihood_bonus,
     shaped_rewards,
     should_early_stop,
     value_loss,
@@ -62,6 +63,15 @@ def test_masked_mean_and_var_by_hand():
     close(masked_var(x, mask), 5 / 3)  # unbiased: 5 / (4 - 1)
     close(masked_var(x, mask, unbiased=False), 1.25)  # biased: 5 / 4
     close(masked_var(x, mask, dim=1, unbiased=False), [2 / 3, 0.0])  # row 0: (1 + 0 + 1) / 3
+
+
+def test_sft_likelihood_bonus_adds_the_mean_reference_logprob_per_reply_token():
+    score = t([1.0, -0.5])
+    ref_logp = t([[-0.2, -0.4, -0.9], [-3.0, -50.0, -50.0]])  # row 1: one real token, then padding
+    mask = t([[1, 1, 1], [1, 0, 0]], dtype=torch.long)
+    # row 0: 1 + 0.5 * (-0.2 - 0.4 - 0.9) / 3 = 1 - 0.25; row 1: -0.5 + 0.5 * -3 = -2
+    close(sft_likelihood_bonus(score, ref_logp, mask, 0.5), [0.75, -2.0])
+    assert sft_likelihood_bonus(score, ref_logp, mask, 0.0) is score  # off: the RM's score untouched
 
 
 def test_masked_statistics_refuse_empty_selections():

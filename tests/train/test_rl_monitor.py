@@ -40,6 +40,7 @@ def test_rollout_metrics_equal_the_hand_computation():
     assert m["rollout/kl_k1"] == pytest.approx(((0.5 - 1.0 + 0.0) + 1.0) / 2)
     assert m["rollout/kl_k3"] == pytest.approx((sum(k3[0]) + sum(k3[1])) / 2)
     assert m["rollout/kl_k1_per_token"] == pytest.approx(0.5 / 4)
+    assert m["rollout/ref_logprob_per_token"] == pytest.approx((-1.5 - 1.0 - 0.5 - 2.0) / 4)
     assert m["rollout/entropy"] == pytest.approx((1 + 2 + 3 + 4) / 4)
     assert m["rollout/response_length"] == 2.0 and m["rollout/response_length_max"] == 3.0
     assert m["rollout/eos_rate"] == 0.5 and m["rollout/format_compliance"] == 0.5

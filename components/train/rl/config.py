@@ -228,6 +228,13 @@ class PPOConfig(RLConfig):
     reward_clip: float | None = Field(
         10.0, gt=0, description="Clip the RM score to +-this before shaping (OpenRLHF 10); None = off."
     )
+    sft_likelihood_coef: float = Field(
+        0.0,
+        ge=0,
+        description="Add this times the reply's mean log-probability per token under the reference (the "
+        "SFT model) to the RM's score (see `rl.formulas.sft_likelihood_bonus`); 0 = the RM alone "
+        "(InstructGPT). tests/bench/likelihood_reward.py measures what a value does to pair accuracy.",
+    )
     gamma: float = Field(1.0, ge=0, le=1, description="Discount over reply tokens.")
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
     whiten_advantages: bool = Field(True, description="Normalise advantages over the batch's reply tokens.")

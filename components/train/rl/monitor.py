@@ -92,6 +92,7 @@ def rollout_metrics(
         out["rollout/kl_k3"] = float(torch.where(mask, kl.k3, zero).sum(dim=1).mean())
         out["rollout/kl_k1_per_token"] = float(masked_mean(kl.k1, mask))
         out["rollout/kl_k3_per_token"] = float(masked_mean(kl.k3, mask))
+        out["rollout/ref_logprob_per_token"] = float(masked_mean(ref_logp, mask))
     return out
 
 

@@ -79,6 +79,11 @@ def resolve_reward(name: str) -> RewardFunction:
         ) from None
 
 
+def rm_z_score(scores: Tensor, reward_stats: Mapping[str, float]) -> Tensor:
+    """Reward-model scores in standard deviations of the RM over its training pairs (its `reward_stats`)."""
+    return (scores - float(reward_stats["mean"])) / max(float(reward_stats["std"]), 1e-6)
+
+
 class RewardScorer(Role):
     """Scores a rollout: the reward the update optimises, the RM score and the gold score beside it.
 
@@ -122,10 +127,9 @@ class RewardScorer(Role):
         return torch.cat(out).cpu()
 
     def normalise(self, scores: Tensor) -> Tensor:
-        stats = self.reward_stats
-        if not self.config.normalize_reward or not stats:
+        if not self.config.normalize_reward or not self.reward_stats:
             return scores
-        return (scores - float(stats["mean"])) / max(float(stats["std"]), 1e-6)
+        return rm_z_score(scores, self.reward_stats)
 
     def score(self, rollout: Rollout, records: list[Mapping[str, Any]]) -> Scores:
         if len(records) != rollout.size:
@@ -165,6 +169,7 @@ __all__ = [
     "RewardScorer",
     "register_reward",
     "resolve_reward",
+    "rm_z_score",
     "verifier_and_format_reward",
     "verifier_reward",
 ]
