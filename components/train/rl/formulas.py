@@ -72,8 +72,9 @@ def sft_likelihood_bonus(score: Tensor, ref_logp: Tensor, mask: Tensor, coef: fl
 
         score'[b] = score[b] + coef * sum_t(ref_logp[b, t] * mask[b, t]) / sum_t(mask[b, t])
 
-    A mean, not a sum: every token adds a negative log-probability, so a sum would favour any shorter
-    reply (measured on the tiny world's held-out pairs: a sum lost the terse and degenerate tiers)."""
+    A mean, not a sum: every token adds a negative log-probability, so a sum favours any shorter reply
+    (on the tiny world's held-out pairs, added to the RM at coef 0.05, a sum took arithmetic from 1.0 to
+    0.74 and wrong vs degenerate from 1.0 to 0.80; the mean keeps both at 1.0)."""
     if coef == 0:
         return score
     return score + coef * masked_mean(ref_logp, mask, dim=1).to(score.dtype)
