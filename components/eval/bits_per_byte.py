@@ -30,6 +30,7 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 
 from components.io.token_stream import NotEnoughTokensError, TokenStream, val_rows
+from components.model.gpt import evaluating
 from components.tokenizer.bpe import BYTE_SYMBOLS, decode, eot_id
 
 
@@ -79,27 +80,25 @@ def loss_and_bits_per_byte(
     tokenizer, so models with different vocabularies compare. End-of-text targets are not text: they
     count in the loss but neither in the NLL nor in the bytes of bits per byte (as nanochat does).
     `reduce` sums the four totals over workers (pretraining passes its all-reduce); None: one process."""
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=token_bytes.device)  # nll, tokens, text nll, bytes
-    for lo in range(0, len(ids), batch_size):
-        batch = ids[lo : lo + batch_size].to(token_bytes.device)
-        w = weights[lo : lo + batch_size].to(token_bytes.device)[:, None]
-        x, y = batch[:, :-1], batch[:, 1:]
-        with autocast():
-            logits, _ = model(x)
-        nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view_as(y)
-        nbytes = token_bytes[y]
-        sums += torch.stack(
-            [
-                (nll * w).sum(),
-                (w * torch.ones_like(nll)).sum(),
-                (nll * w * (nbytes > 0)).sum(),
-                (nbytes * w).sum(),
-            ]
-        ).double()
-    sums = reduce(sums) if reduce else sums
-    model.train(was_training)
+    with evaluating(model):
+        sums = torch.zeros(4, dtype=torch.float64, device=token_bytes.device)  # nll, tokens, text nll, bytes
+        for lo in range(0, len(ids), batch_size):
+            batch = ids[lo : lo + batch_size].to(token_bytes.device)
+            w = weights[lo : lo + batch_size].to(token_bytes.device)[:, None]
+            x, y = batch[:, :-1], batch[:, 1:]
+            with autocast():
+                logits, _ = model(x)
+            nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+            nbytes = token_bytes[y]
+            sums += torch.stack(
+                [
+                    (nll * w).sum(),
+                    (w * torch.ones_like(nll)).sum(),
+                    (nll * w * (nbytes > 0)).sum(),
+                    (nbytes * w).sum(),
+                ]
+            ).double()
+        sums = reduce(sums) if reduce else sums
     nll, tokens, text_nll, nbytes = sums.tolist()
     # Rows without a text byte (only end-of-text targets) have no bits per byte: None, not a number.
     return nll / tokens, text_nll / (math.log(2) * nbytes) if nbytes else None

@@ -40,7 +40,7 @@ from tokenizers import Tokenizer
 
 from components.eval.verifiers import verifier_names, verify
 from components.model.generate import generate
-from components.model.gpt import GPT
+from components.model.gpt import GPT, evaluating
 from components.model.heads import ScalarHeadModel
 from components.model.tools import ToolRunner
 from components.tokenizer.bpe import eot_id
@@ -114,13 +114,8 @@ def chat_eval(
     prompts.sort(key=lambda p: len(p[1]))
 
     generator = torch.Generator(device=device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    rm_was_training = reward_model.training if reward_model is not None else False
-    if reward_model is not None:
-        reward_model.eval()
     samples: dict[int, dict[str, Any]] = {}
-    try:
+    with evaluating(model, reward_model):
         for lo in range(0, len(prompts), batch_size):
             chunk = prompts[lo : lo + batch_size]
             out = generate(
@@ -143,10 +138,6 @@ def chat_eval(
                 samples[index] = _sample(tok, records[index], response, special)
                 if scores is not None:
                     samples[index]["rm_score"] = float(scores[row])
-    finally:
-        model.train(was_training)
-        if reward_model is not None:
-            reward_model.train(rm_was_training)
 
     ordered = [samples[i] for i in sorted(samples)]
     metrics = summarize(ordered)

@@ -23,7 +23,7 @@ from components.eval.chat_eval import is_verifiable, verifier_info
 from components.eval.recipe_claims import answer_key, mean_of, prompt_claims, token_entropy_sum
 from components.eval.verifiers import verify
 from components.model.generate import generate
-from components.model.gpt import GPT
+from components.model.gpt import GPT, evaluating
 from components.model.tools import ToolRunner
 from components.tokenizer.bpe import eot_id
 from components.tokenizer.chat import ChatTokens, ChatTooLong, assistant_reply, render
@@ -65,12 +65,10 @@ def sample_claims(
 
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
     per_batch = max(1, batch_size // samples)
     entropy_sum, tokens = 0.0, 0
     per_prompt: list[dict[str, float | None]] = []
-    try:
+    with evaluating(model):
         for lo in range(0, len(chosen), per_batch):
             chunk = chosen[lo : lo + per_batch]
             out = generate(
@@ -98,8 +96,6 @@ def sample_claims(
                     verdicts.append(verify(record["task"], text, record["answer"], **verifier_info(record)))
                     keys.append(answer_key(record["task"], text, record))
                 per_prompt.append(prompt_claims(texts, verdicts, keys, ks))
-    finally:
-        model.train(was_training)
 
     metrics: dict[str, float | None] = {"entropy": entropy_sum / tokens if tokens else None}
     for key in per_prompt[0] if per_prompt else ():

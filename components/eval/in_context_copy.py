@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from components.model.gpt import evaluating
 from components.tokenizer.bpe import special_token_ids
 
 
@@ -30,10 +31,8 @@ def copy_accuracy(
     generator = torch.Generator().manual_seed(seed)
     first = torch.randint(0, ordinary, (sequences, length), generator=generator)
     ids = torch.cat([first, first], dim=1).to(device)
-    was_training = model.training
-    model.eval()
-    logits, _ = model(ids)
-    model.train(was_training)
+    with evaluating(model):
+        logits, _ = model(ids)
     # position t predicts token t + 1: score the predictions of the second copy's tokens 2..length
     predicted = logits[:, length:-1].argmax(-1)
     return (predicted == ids[:, length + 1 :]).float().mean().item()

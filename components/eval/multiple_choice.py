@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 
+from components.model.gpt import evaluating
 from components.tokenizer.bpe import encode_batch
 
 BENCHMARK_PROMPT = "Question: {question}\nAnswer:"
@@ -122,25 +123,23 @@ def continuation_logprobs(
         sequences.append(seq)
         starts.append(len(seq) - len(cont))  # index of the first continuation token
 
-    was_training = model.training
-    model.eval()
-    out = [0.0] * len(sequences)
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    for lo in range(0, len(order), batch_size):
-        rows = order[lo : lo + batch_size]
-        width = max(len(sequences[i]) for i in rows)
-        idx = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-        for r, i in enumerate(rows):
-            idx[r, : len(sequences[i])] = torch.as_tensor(sequences[i])
-        idx = idx.to(device)
-        logits, _ = model(idx)
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        for r, i in enumerate(rows):
-            start, end = starts[i], len(sequences[i])
-            # The logits at position t predict token t + 1.
-            targets = idx[r, start:end]
-            out[i] = float(logprobs[r, start - 1 : end - 1].gather(-1, targets[:, None]).sum())
-    model.train(was_training)
+    with evaluating(model):
+        out = [0.0] * len(sequences)
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        for lo in range(0, len(order), batch_size):
+            rows = order[lo : lo + batch_size]
+            width = max(len(sequences[i]) for i in rows)
+            idx = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+            for r, i in enumerate(rows):
+                idx[r, : len(sequences[i])] = torch.as_tensor(sequences[i])
+            idx = idx.to(device)
+            logits, _ = model(idx)
+            logprobs = F.log_softmax(logits.float(), dim=-1)
+            for r, i in enumerate(rows):
+                start, end = starts[i], len(sequences[i])
+                # The logits at position t predict token t + 1.
+                targets = idx[r, start:end]
+                out[i] = float(logprobs[r, start - 1 : end - 1].gather(-1, targets[:, None]).sum())
     return out
 
 

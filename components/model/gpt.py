@@ -20,7 +20,9 @@ logits as the row run alone.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
@@ -481,3 +483,19 @@ class GPT(nn.Module):
         )
         count = (targets != ignore_index).sum().clamp(min=1)
         return logits, total / count
+
+
+@contextlib.contextmanager
+def evaluating(*models: nn.Module | None) -> Iterator[None]:
+    """Run a block with `models` in eval mode (no dropout; None entries are skipped) and give each back
+    the mode it had, also when the block raises: an evaluation in the middle of training must not leave
+    the model in eval mode."""
+    present = [m for m in models if m is not None]
+    modes = [m.training for m in present]
+    for m in present:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(present, modes, strict=True):
+            m.train(mode)

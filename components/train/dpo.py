@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from components.core.stage import StageContext, stage
 from components.io.trl import load_preferences
 from components.model.checkpoint import load_model_dir, save_model_dir
-from components.model.gpt import GPT
+from components.model.gpt import GPT, evaluating
 from components.tokenizer.bpe import load_tokenizer
 from components.train.chat_batches import (
     IGNORE_INDEX,
@@ -197,18 +197,16 @@ def pair_logprobs(
     """(chosen, rejected) summed log-probs of every pair's replies, on the CPU, in `pairs` order, with
     the model in eval mode. Rank r scores pairs r, r + world_size, ... and the results are gathered;
     every rank runs the same number of batches (FSDP)."""
-    was_training = model.training
-    model.eval()
-    world, rank = runtime.world_size, runtime.rank
-    mine = list(pairs[rank::world])
-    per_rank = -(-len(pairs) // world)
-    parts = []
-    for lo in range(0, per_rank, batch_size):
-        rows = mine[lo : lo + batch_size] or list(pairs[:1])  # a rank out of pairs still joins
-        logprobs = sequence_logprobs(model, collate_dpo(rows, pad_id=pad_id), runtime).cpu()
-        if mine[lo : lo + batch_size]:
-            parts.append(logprobs.view(2, -1))
-    model.train(was_training)
+    with evaluating(model):
+        world, rank = runtime.world_size, runtime.rank
+        mine = list(pairs[rank::world])
+        per_rank = -(-len(pairs) // world)
+        parts = []
+        for lo in range(0, per_rank, batch_size):
+            rows = mine[lo : lo + batch_size] or list(pairs[:1])  # a rank out of pairs still joins
+            logprobs = sequence_logprobs(model, collate_dpo(rows, pad_id=pad_id), runtime).cpu()
+            if mine[lo : lo + batch_size]:
+                parts.append(logprobs.view(2, -1))
     scores = torch.cat(parts, dim=1) if parts else torch.zeros(2, 0)
     if world == 1:
         return scores[0], scores[1]

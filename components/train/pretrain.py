@@ -46,7 +46,7 @@ from components.io.token_stream import (
 )
 from components.model.checkpoint import load_state_compatible, save_model_dir
 from components.model.generate import generate
-from components.model.gpt import GPT, GPTConfig
+from components.model.gpt import GPT, GPTConfig, evaluating
 from components.tokenizer.bpe import decode, encode_batch, eot_id, load_tokenizer
 from components.train.loop import Periodic, StepResult, TrainLoop
 from components.train.pretrain_config import SPEC, PretrainConfig
@@ -359,9 +359,7 @@ def sample_text(
     worker generates (under FSDP2 the forward passes are collective); rank 0's text is logged."""
     prompts = [[plan.eot_id, *ids] for ids in encode_batch(tokenizer, cfg.sample_prompts, append_eot=False)]
     generator = torch.Generator(device=runtime.device).manual_seed(plan.seed * 100_003 + step)
-    was_training = model.training
-    model.eval()
-    with gathered(model), runtime.autocast():
+    with evaluating(model), gathered(model), runtime.autocast():
         out = generate(
             model,
             prompts,
@@ -371,7 +369,6 @@ def sample_text(
             pad_token_id=plan.eot_id,
             generator=generator,
         )
-    model.train(was_training)
     lines = [f"# step {step}, temperature {cfg.sample_temperature}\n"]
     for prompt, response in zip(cfg.sample_prompts, out.response_lists(), strict=True):
         text = decode(tokenizer, [t for t in response if t != plan.eot_id])

@@ -47,7 +47,7 @@ from components.core.stage import StageContext, stage
 from components.eval.multiple_choice import continuation_logprobs
 from components.io.trl import DatasetError, load_preferences
 from components.model.checkpoint import TOKENIZER_FILE, load_model_dir, read_model_config
-from components.model.gpt import GPT, GPTConfig
+from components.model.gpt import GPT, GPTConfig, evaluating
 from components.model.heads import ScalarHeadModel, gather_last, save_scalar_model_dir
 from components.tokenizer.bpe import eot_id, load_tokenizer
 from components.tokenizer.chat import ChatTokens
@@ -361,22 +361,20 @@ def score_pairs(
 ) -> tuple[Tensor, Tensor]:
     """(chosen, rejected) rewards of every pair, on the CPU, in `pairs` order. Rank r scores pairs r,
     r + world_size, ... and the scores are gathered; every rank runs the same number of batches (FSDP)."""
-    was_training = model.training
-    model.eval()
-    world, rank = runtime.world_size, runtime.rank
-    mine = list(pairs[rank::world])
-    per_rank = -(-len(pairs) // world)
-    chosen, rejected = [], []
-    for lo in range(0, per_rank, batch_size):
-        rows = mine[lo : lo + batch_size] or list(pairs[:1])  # a rank out of pairs still joins
-        batch = collate_pairs(rows, pad_id=pad_id)
-        with runtime.autocast():
-            values = model(batch.input_ids.to(runtime.device))
-        rewards = gather_last(values.float(), batch.attention_mask.to(runtime.device)).cpu()
-        if mine[lo : lo + batch_size]:
-            chosen.append(rewards[: batch.n_pairs])
-            rejected.append(rewards[batch.n_pairs :])
-    model.train(was_training)
+    with evaluating(model):
+        world, rank = runtime.world_size, runtime.rank
+        mine = list(pairs[rank::world])
+        per_rank = -(-len(pairs) // world)
+        chosen, rejected = [], []
+        for lo in range(0, per_rank, batch_size):
+            rows = mine[lo : lo + batch_size] or list(pairs[:1])  # a rank out of pairs still joins
+            batch = collate_pairs(rows, pad_id=pad_id)
+            with runtime.autocast():
+                values = model(batch.input_ids.to(runtime.device))
+            rewards = gather_last(values.float(), batch.attention_mask.to(runtime.device)).cpu()
+            if mine[lo : lo + batch_size]:
+                chosen.append(rewards[: batch.n_pairs])
+                rejected.append(rewards[batch.n_pairs :])
     c = torch.cat(chosen) if chosen else torch.zeros(0)
     r = torch.cat(rejected) if rejected else torch.zeros(0)
     if world == 1:

@@ -44,7 +44,7 @@ from components.core.stage import StageContext, stage
 from components.eval.chat_eval import ChatEval, chat_eval, format_samples, summarize
 from components.io.trl import DatasetError, load_prompts, load_sft
 from components.model.checkpoint import TOKENIZER_FILE, read_model_config, save_model_dir
-from components.model.gpt import GPT, GPTConfig
+from components.model.gpt import GPT, GPTConfig, evaluating
 from components.tokenizer.bpe import eot_id, load_tokenizer
 from components.tokenizer.chat import ChatTokens
 from components.train.chat_batches import (
@@ -309,24 +309,22 @@ def val_loss(
 ) -> float | None:
     """Mean NLL per assistant token over every worker's share of `examples` (rank r takes examples r,
     r + world_size, ...; every rank runs the same number of batches, as FSDP's collectives need)."""
-    was_training = model.training
-    model.eval()
-    mine = examples[runtime.rank :: runtime.world_size]
-    per_rank = -(-len(examples) // runtime.world_size)
-    sums = torch.zeros(2, dtype=torch.float64, device=runtime.device)  # nll, tokens
-    for lo in range(0, per_rank, batch_size):
-        rows = mine[lo : lo + batch_size] or examples[:1]  # a rank out of rows still joins, weight 0
-        weight = 1.0 if mine[lo : lo + batch_size] else 0.0
-        batch = collate_sft(rows, pad_id=pad_id)
-        x, y = batch.input_ids.to(runtime.device), batch.targets.to(runtime.device)
-        with runtime.autocast():
-            logits, _ = model(x)
-        nll = F.cross_entropy(
-            logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        sums += weight * torch.stack([nll.double(), (y != IGNORE_INDEX).sum().double()])
-    sums = sum_over_workers(sums, runtime)
-    model.train(was_training)
+    with evaluating(model):
+        mine = examples[runtime.rank :: runtime.world_size]
+        per_rank = -(-len(examples) // runtime.world_size)
+        sums = torch.zeros(2, dtype=torch.float64, device=runtime.device)  # nll, tokens
+        for lo in range(0, per_rank, batch_size):
+            rows = mine[lo : lo + batch_size] or examples[:1]  # a rank out of rows still joins, weight 0
+            weight = 1.0 if mine[lo : lo + batch_size] else 0.0
+            batch = collate_sft(rows, pad_id=pad_id)
+            x, y = batch.input_ids.to(runtime.device), batch.targets.to(runtime.device)
+            with runtime.autocast():
+                logits, _ = model(x)
+            nll = F.cross_entropy(
+                logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+            )
+            sums += weight * torch.stack([nll.double(), (y != IGNORE_INDEX).sum().double()])
+        sums = sum_over_workers(sums, runtime)
     nll, tokens = sums.tolist()
     return nll / tokens if tokens else None  # no assistant token to score: no loss, not a number
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from components.model.gpt import GPT, GPTConfig, KVCache
+from components.model.gpt import GPT, GPTConfig, KVCache, evaluating
 
 BLOCKS = ["gpt2", "llama"]
 
@@ -223,3 +223,14 @@ def test_a_few_steps_memorise_a_batch(block):
         opt.step()
     assert first > 4.0  # about ln(97) = 4.57 at init
     assert loss.item() < 1.0
+
+
+def test_evaluating_gives_each_model_its_mode_back_also_after_an_error():
+    training, frozen = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).eval()
+    with evaluating(training, None, frozen):  # None: an optional model that is absent
+        assert not training.training and not frozen.training
+    assert training.training and not frozen.training
+    with pytest.raises(RuntimeError, match="boom"), evaluating(training):
+        assert not training.training
+        raise RuntimeError("boom")
+    assert training.training
