@@ -13,33 +13,49 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def local_tracking_uri(where: Path) -> str:
+    return f"sqlite:///{where / 'mlflow.db'}"
+
+
+def local_overrides(where: Path) -> list[str]:
+    """The command line's settings that put a run's store, runs folder and MLflow database under `where`."""
+    return [
+        f"pipeline.store={where / 'store'}",
+        f"pipeline.runs_dir={where / 'runs'}",
+        f"pipeline.tracking_uri={local_tracking_uri(where)}",
+    ]
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a command as a user types it on a laptop (no RAY_ADDRESS: Ray embedded)."""
+    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
 @dataclass(frozen=True)
 class SmokeRun:
-    """A finished `gptrecipe run smoke` in its own store, runs folder and MLflow database."""
+    """A finished `gptrecipe run smoke` with everything under `where`."""
 
-    overrides: list[str]  # the command line's settings that put everything under one folder
+    where: Path
     summary: dict  # the run's summary.json
     run_dir: Path
     seconds: float  # the run's wall time
 
+    @property
+    def overrides(self) -> list[str]:
+        return local_overrides(self.where)
 
-def smoke_command(overrides: list[str]) -> tuple[list[str], dict]:
-    """The command and environment of a smoke run (no RAY_ADDRESS: Ray embedded, as on a laptop)."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return [sys.executable, "-m", "pipelines.cli", "run", "smoke", *overrides], env
+    @property
+    def tracking_uri(self) -> str:
+        return local_tracking_uri(self.where)
 
 
 def run_smoke(where: Path) -> SmokeRun:
-    """Run the smoke config with its store, runs and MLflow database under `where`."""
-    overrides = [
-        f"pipeline.store={where / 'store'}",
-        f"pipeline.runs_dir={where / 'runs'}",
-        f"pipeline.tracking_uri=sqlite:///{where / 'mlflow.db'}",
-    ]
-    cmd, env = smoke_command(overrides)
+    """Run the smoke config with its store, runs and MLflow database under `where` (a second call with the
+    same `where` is the cached rerun)."""
+    cmd = [sys.executable, "-m", "pipelines.cli", "run", "smoke", *local_overrides(where)]
     started = time.time()
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=900)
     seconds = time.time() - started
     assert done.returncode == 0, done.stderr[-3000:]
     summary_file = Path(done.stdout.strip().splitlines()[-1])
-    return SmokeRun(overrides, json.loads(summary_file.read_text()), summary_file.parent, seconds)
+    return SmokeRun(where, json.loads(summary_file.read_text()), summary_file.parent, seconds)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,9 @@ from mlflow import MlflowClient
 from pipelines.cli import main
 from pipelines.config import load_config
 from pipelines.recipe import RECIPE
-from tests.smoke_run import smoke_command
+from tests.smoke_run import cli_env, local_overrides, run_smoke
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def tmp_overrides(tmp_path: Path) -> list[str]:
-    return [
-        f"pipeline.store={tmp_path / 'store'}",
-        f"pipeline.runs_dir={tmp_path / 'runs'}",
-        f"pipeline.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-    ]
 
 
 def test_bad_value_names_key_and_file(capsys):
@@ -87,7 +77,7 @@ def test_gpt2_config_is_gpt2_small():
 
 
 def test_stages_shows_the_dag(tmp_path, capsys):
-    assert main(["stages", "smoke", *tmp_overrides(tmp_path)]) == 0
+    assert main(["stages", "smoke", *local_overrides(tmp_path)]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines()[2:]}
     assert list(lines) == RECIPE.names
@@ -99,25 +89,21 @@ def test_smoke_run_then_fully_cached(smoke_run):
     """The README's promise in miniature: a run, then a rerun that reuses every stage much faster."""
     summary = smoke_run.summary
     assert {name: s["status"] for name, s in summary["stages"].items()} == dict.fromkeys(RECIPE.names, "done")
-    cmd, env = smoke_command(smoke_run.overrides)
-    started = time.time()
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    second_s = time.time() - started
-    assert done.returncode == 0, done.stderr[-3000:]
-    again = json.loads(Path(done.stdout.strip().splitlines()[-1]).read_text())
+    rerun = run_smoke(smoke_run.where)
+    again = rerun.summary
     assert {name: s["status"] for name, s in again["stages"].items()} == dict.fromkeys(RECIPE.names, "cached")
     for name in RECIPE.names:
         assert again["stages"][name]["outputs"] == summary["stages"][name]["outputs"]
         assert again["stages"][name]["cache_key"] == summary["stages"][name]["cache_key"]
-    print(f"first run {smoke_run.seconds:.1f}s, cached run {second_s:.1f}s")
+    print(f"first run {smoke_run.seconds:.1f}s, cached run {rerun.seconds:.1f}s")
 
     stages_out = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "stages", "smoke", *smoke_run.overrides],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert all(" cached " in line for line in stages_out.stdout.splitlines()[2:])
 
-    client = MlflowClient(smoke_run.overrides[-1].split("=", 1)[1])
+    client = MlflowClient(smoke_run.tracking_uri)
     parent = client.get_run(again["mlflow"]["parent_run_id"])
     assert parent.data.tags["gptrecipe.config"].endswith(
         "smoke.yaml with overrides " + " ".join(smoke_run.overrides)
@@ -134,7 +120,7 @@ def test_preflight_refuses_before_any_work(tmp_path, capsys):
     warcs = tmp_path / "crawl.warc.gz"
     warcs.write_bytes(b"")
     missing = tmp_path / "good.jsonl"
-    args = ["run", "smoke", "world.enabled=false", f"ingest.paths=[{warcs}]", *tmp_overrides(tmp_path)]
+    args = ["run", "smoke", "world.enabled=false", f"ingest.paths=[{warcs}]", *local_overrides(tmp_path)]
     assert main([*args, f"model_quality.reference_path={missing}"]) == 2
     err = capsys.readouterr().err
     assert "model_quality.reference_path" in err and "does not exist" in err and str(missing) in err
