@@ -16,7 +16,6 @@ The run gives the tokenizer (its pretraining stage's model directory); nothing o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch  # noqa: E402
 from components.eval.in_context_copy import copy_accuracy  # noqa: E402
 from components.model.checkpoint import TOKENIZER_FILE  # noqa: E402
 from components.model.gpt import GPT  # noqa: E402
+from components.serve.resolve import resolve_model  # noqa: E402
 from components.tokenizer.bpe import load_tokenizer, special_token_ids  # noqa: E402
 from components.train.pretrain_config import PretrainConfig  # noqa: E402
 from components.train.trainer import lr_at, make_optimizer, set_lr, setup_runtime  # noqa: E402
@@ -57,8 +57,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--batch-size", type=int, default=8, help="rows per step (the demo's 8)")
     args = parser.parse_args()
-    stages = json.loads((args.run_dir / "summary.json").read_text())["stages"]
-    tok = load_tokenizer(Path(stages["pretrain"]["outputs"]["model"]) / TOKENIZER_FILE)
+    base = resolve_model(str(args.run_dir), stage="pretrain")  # as `gptrecipe chat` finds it
+    tok = load_tokenizer(base.model_dir / TOKENIZER_FILE)
     ordinary = min(special_token_ids(tok).values(), default=tok.get_vocab_size())
     cfg = PretrainConfig()  # the demo's shape and optimizer (tiny.yaml changes only batch and steps)
     runtime = setup_runtime(cfg.dtype, threads=2)

@@ -27,8 +27,9 @@ import torch  # noqa: E402
 
 from components.eval.multiple_choice import continuation_logprobs  # noqa: E402
 from components.io.trl import load_preferences  # noqa: E402
-from components.model.checkpoint import TOKENIZER_FILE, load_model_dir  # noqa: E402
+from components.model.checkpoint import TOKENIZER_FILE, load_model_dir, read_model_config  # noqa: E402
 from components.model.heads import load_scalar_model_dir  # noqa: E402
+from components.serve.resolve import resolve_model  # noqa: E402
 from components.tokenizer.bpe import eot_id, load_tokenizer  # noqa: E402
 from components.tokenizer.chat import render  # noqa: E402
 from components.train.chat_batches import render_pairs  # noqa: E402
@@ -72,13 +73,15 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, help="a run's folder (with summary.json)")
     parser.add_argument("--coefs", default="0,0.05,0.1,0.2,0.5,1,inf", help="lambdas, comma-separated")
     args = parser.parse_args()
-    stages = json.loads((args.run_dir / "summary.json").read_text())["stages"]
-    sft_dir = stages["sft"]["outputs"]["model"]
-    rm_dir = stages["reward_model"]["outputs"]["reward_model"]
-    tok = load_tokenizer(Path(sft_dir) / TOKENIZER_FILE)
-    records = load_preferences(str(Path(stages["conversations"]["outputs"]["preferences"]) / TEST_FILE))
-    lm_config = json.loads((Path(sft_dir) / "config.json").read_text())["model"]
-    pairs, stats = render_pairs(tok, records, max_tokens=lm_config["context_length"])
+    sft = resolve_model(str(args.run_dir), stage="sft")  # the models as `gptrecipe chat` finds them
+    if sft.reward_model_dir is None:
+        raise SystemExit(f"{args.run_dir}: the run has no finished reward_model stage")
+    sft_dir, rm_dir = str(sft.model_dir), str(sft.reward_model_dir)
+    conversations = json.loads((args.run_dir / "summary.json").read_text())["stages"]["conversations"]
+    tok = load_tokenizer(sft.model_dir / TOKENIZER_FILE)
+    records = load_preferences(str(Path(conversations["outputs"]["preferences"]) / TEST_FILE))
+    context_length = read_model_config(sft.model_dir)["model"]["context_length"]
+    pairs, stats = render_pairs(tok, records, max_tokens=context_length)
     pad_id = eot_id(tok)
     rm_c, rm_r = rm_scores(rm_dir, pairs, pad_id)
     lp_c, lp_r = mean_reply_logprobs(sft_dir, tok, records, pairs, pad_id)
