@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -74,6 +73,7 @@ from components.train.trainer import (
     Runtime,
     load_checkpoint_weights,
     optimizer_step,
+    scores_across_workers,
     sum_over_workers,
     train_on_workers,
 )
@@ -195,27 +195,14 @@ def pair_logprobs(
     model: nn.Module, pairs: Sequence[PairExample], runtime: Runtime, batch_size: int, pad_id: int
 ) -> tuple[Tensor, Tensor]:
     """(chosen, rejected) summed log-probs of every pair's replies, on the CPU, in `pairs` order, with
-    the model in eval mode. Rank r scores pairs r, r + world_size, ... and the results are gathered;
-    every rank runs the same number of batches (FSDP)."""
+    the model in eval mode, spread over the workers (`scores_across_workers`)."""
+
+    def logprobs(rows: Sequence[PairExample]) -> Tensor:
+        return sequence_logprobs(model, collate_dpo(rows, pad_id=pad_id), runtime).view(2, -1)
+
     with evaluating(model):
-        world, rank = runtime.world_size, runtime.rank
-        mine = list(pairs[rank::world])
-        per_rank = -(-len(pairs) // world)
-        parts = []
-        for lo in range(0, per_rank, batch_size):
-            rows = mine[lo : lo + batch_size] or list(pairs[:1])  # a rank out of pairs still joins
-            logprobs = sequence_logprobs(model, collate_dpo(rows, pad_id=pad_id), runtime).cpu()
-            if mine[lo : lo + batch_size]:
-                parts.append(logprobs.view(2, -1))
-    scores = torch.cat(parts, dim=1) if parts else torch.zeros(2, 0)
-    if world == 1:
-        return scores[0], scores[1]
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, scores)
-    out = torch.zeros(2, len(pairs))
-    for k, part in enumerate(gathered):  # rank k holds pairs k, k + world, ...
-        out[:, k::world] = part
-    return out[0], out[1]
+        chosen, rejected = scores_across_workers(pairs, runtime, batch_size, logprobs, per_item=2)
+    return chosen, rejected
 
 
 def dpo_step_loss(

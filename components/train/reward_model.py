@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -71,6 +70,7 @@ from components.train.trainer import (
     Runtime,
     load_checkpoint_weights,
     optimizer_step,
+    scores_across_workers,
     sum_over_workers,
     train_on_workers,
 )
@@ -359,33 +359,18 @@ def reward_step(
 def score_pairs(
     model: ScalarHeadModel, pairs: Sequence[PairExample], runtime: Runtime, batch_size: int, pad_id: int
 ) -> tuple[Tensor, Tensor]:
-    """(chosen, rejected) rewards of every pair, on the CPU, in `pairs` order. Rank r scores pairs r,
-    r + world_size, ... and the scores are gathered; every rank runs the same number of batches (FSDP)."""
+    """(chosen, rejected) rewards of every pair, on the CPU, in `pairs` order, spread over the workers
+    (`scores_across_workers`)."""
+
+    def rewards(rows: Sequence[PairExample]) -> Tensor:
+        batch = collate_pairs(rows, pad_id=pad_id)
+        with runtime.autocast():
+            values = model(batch.input_ids.to(runtime.device))
+        return gather_last(values.float(), batch.attention_mask.to(runtime.device)).view(2, -1)
+
     with evaluating(model):
-        world, rank = runtime.world_size, runtime.rank
-        mine = list(pairs[rank::world])
-        per_rank = -(-len(pairs) // world)
-        chosen, rejected = [], []
-        for lo in range(0, per_rank, batch_size):
-            rows = mine[lo : lo + batch_size] or list(pairs[:1])  # a rank out of pairs still joins
-            batch = collate_pairs(rows, pad_id=pad_id)
-            with runtime.autocast():
-                values = model(batch.input_ids.to(runtime.device))
-            rewards = gather_last(values.float(), batch.attention_mask.to(runtime.device)).cpu()
-            if mine[lo : lo + batch_size]:
-                chosen.append(rewards[: batch.n_pairs])
-                rejected.append(rewards[batch.n_pairs :])
-    c = torch.cat(chosen) if chosen else torch.zeros(0)
-    r = torch.cat(rejected) if rejected else torch.zeros(0)
-    if world == 1:
-        return c, r
-    parts: list[Any] = [None] * world
-    dist.all_gather_object(parts, (c, r))
-    # Put the pairs back in order: rank k holds pairs k, k + world, ...
-    out_c, out_r = torch.zeros(len(pairs)), torch.zeros(len(pairs))
-    for k, (pc, pr) in enumerate(parts):
-        out_c[k::world], out_r[k::world] = pc, pr
-    return out_c, out_r
+        chosen, rejected = scores_across_workers(pairs, runtime, batch_size, rewards, per_item=2)
+    return chosen, rejected
 
 
 def length_baseline(pairs: Sequence[PairExample]) -> float | None:

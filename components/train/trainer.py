@@ -289,6 +289,36 @@ def sum_over_workers(values: Tensor, runtime: Runtime) -> Tensor:
     return values
 
 
+def scores_across_workers(
+    items: Sequence[Any],
+    runtime: Runtime,
+    batch_size: int,
+    score: Callable[[Sequence[Any]], Tensor],
+    per_item: int = 1,
+) -> Tensor:
+    """(per_item, len(items)) scores of every item, on the CPU, in `items` order; `score(batch)` returns
+    a (per_item, len(batch)) tensor. Rank r scores items r, r + world_size, ... and the scores are
+    gathered. Every rank runs the same number of batches (FSDP's all-gathers pair up): a rank out of
+    items scores `items[:1]` and drops the result. Every worker must call this."""
+    world, rank = runtime.world_size, runtime.rank
+    mine = list(items[rank::world])
+    parts = [torch.zeros(per_item, 0)]
+    for lo in range(0, -(-len(items) // world), batch_size):
+        batch = mine[lo : lo + batch_size]
+        scores = score(batch or list(items[:1])).detach().float().cpu()
+        if batch:
+            parts.append(scores)
+    ours = torch.cat(parts, dim=1)
+    if world == 1:
+        return ours
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, ours)
+    out = torch.zeros(per_item, len(items))
+    for k, part in enumerate(gathered):  # rank k holds items k, k + world, ...
+        out[:, k::world] = part
+    return out
+
+
 # --- checkpoints --------------------------------------------------------------------------------------
 
 WEIGHTS_FILE = "model.safetensors"

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import socket
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
@@ -25,6 +28,7 @@ from components.train.trainer import (
     make_optimizer,
     optimizer_step,
     save_checkpoint,
+    scores_across_workers,
     set_lr,
 )
 
@@ -243,3 +247,55 @@ def test_lr_reaches_every_param_group():
     set_lr(opt, 0.123)
     assert [g["lr"] for g in opt.param_groups] == [0.123, 0.123]
     assert not math.isnan(opt.param_groups[0]["lr"])
+
+
+SCORED_ITEM_COUNTS = (7, 1)  # 7: stand-in batches on ranks 1 and 2; 1: ranks 1 and 2 have no item at all
+
+
+def _score_items_on_rank(rank: int, world: int, port: int, queue) -> None:
+    """One of `world` gloo processes: score items 0..n-1 as (x, -x) in batches of 2, for each n of
+    SCORED_ITEM_COUNTS; report the scores it got back and the batches it was asked to score."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        runtime = Runtime(rank=rank, world_size=world, device=torch.device("cpu"), dtype=torch.float32)
+        for n_items in SCORED_ITEM_COUNTS:
+            batches: list[list[int]] = []
+
+            def score(batch, asked=batches):
+                asked.append(list(batch))
+                return torch.tensor([[float(x) for x in batch], [-float(x) for x in batch]])
+
+            scores = scores_across_workers(list(range(n_items)), runtime, 2, score, per_item=2)
+            queue.put((n_items, rank, scores, batches))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_scores_across_workers_come_back_in_item_order_and_every_rank_runs_as_many_batches():
+    world = 3
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_score_items_on_rank, args=(r, world, port, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    try:
+        results = [queue.get(timeout=120) for _ in range(world * len(SCORED_ITEM_COUNTS))]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert sorted((n, rank) for n, rank, _, _ in results) == sorted(
+        (n, rank) for n in SCORED_ITEM_COUNTS for rank in range(world)
+    )
+    for n_items, rank, scores, batches in results:
+        expected = torch.tensor([[float(i) for i in range(n_items)], [-float(i) for i in range(n_items)]])
+        torch.testing.assert_close(scores, expected)  # every rank gets all items' scores, in order
+        # Its own items, and as many batches as every other rank (FSDP's collectives pair up): item 0
+        # stands in for a batch it has no items for.
+        own, per_rank = list(range(n_items))[rank::world], math.ceil(n_items / world)
+        assert batches == [own[lo : lo + 2] or [0] for lo in range(0, per_rank, 2)]
+    assert scores_across_workers([], CPU, 2, lambda batch: torch.zeros(2, 0), per_item=2).shape == (2, 0)
