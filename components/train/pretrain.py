@@ -24,6 +24,7 @@ history stays free of duplicated steps, and `components.train.loop` for the loop
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 from components.core.config import ConfigError
 from components.core.stage import StageContext, stage
 from components.eval.bits_per_byte import loss_and_bits_per_byte, token_byte_lengths
+from components.eval.in_context_copy import copy_accuracy
 from components.io.token_stream import (
     NotEnoughTokensError,
     PackedBatches,
@@ -47,16 +49,21 @@ from components.io.token_stream import (
 from components.model.checkpoint import load_state_compatible, save_model_dir
 from components.model.generate import generate
 from components.model.gpt import GPT, GPTConfig, evaluating
-from components.tokenizer.bpe import decode, encode_batch, eot_id, load_tokenizer
+from components.tokenizer.bpe import decode, encode_batch, eot_id, load_tokenizer, special_token_ids
+from components.train.copy_rows import copy_batch
 from components.train.loop import Periodic, StepResult, TrainLoop
 from components.train.pretrain_config import SPEC, PretrainConfig
 from components.train.trainer import (
     WEIGHTS_FILE,
     Runtime,
     gathered,
+    lm_loss,
     load_checkpoint_weights,
+    lr_at,
+    make_optimizer,
     mean_over_workers,
     optimizer_step,
+    set_lr,
     sum_over_workers,
     train_on_workers,
 )
@@ -250,6 +257,12 @@ def pretrain(ctx: StageContext, config: PretrainConfig, inputs: dict) -> dict:
             extra={"stage": "pretrain", "training": summary},
             overwrite=True,
         )
+    copying = {}
+    if config.copy_warmup_steps or config.copy_rows:  # evaluate measures it for every model
+        length = min(20, plan.model.context_length // 2)  # evaluate's 20 tokens, shown twice, if they fit
+        copying = {"copy_accuracy": copy_accuracy(model, load_tokenizer(tokenizer_file), length=length)}
+        if config.copy_warmup_steps:
+            copying["copy_warmup_loss"] = summary["copy_warmup_loss"]
     ctx.report(
         val_loss=summary["val_loss"],
         val_bpb=summary["val_bpb"],
@@ -257,6 +270,7 @@ def pretrain(ctx: StageContext, config: PretrainConfig, inputs: dict) -> dict:
         train_tokens_seen=summary["tokens_seen"],
         tokens_per_s=summary["tokens_per_s"],
         params=n_params,
+        **copying,
     )
     return {
         "model": ctx.artifact("model", kind="model", params=n_params, **plan.model.model_dump(mode="json"))
@@ -300,11 +314,23 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     )
     token_bytes = torch.tensor(plan.token_bytes, device=runtime.device)
     tokenizer = load_tokenizer(plan.tokenizer_file)
+    ordinary = min(special_token_ids(tokenizer).values(), default=tokenizer.get_vocab_size())
+    if cfg.copy_warmup_steps and not loop.resumed:  # a checkpoint's weights have been through it
+        copy_warmup(loop, cfg, plan.seed, ordinary)
 
     def train_step() -> StepResult:
-        loss, grad_norm = optimizer_step(
-            loop.train_model, loop.optimizer, data.next_step(), runtime, grad_clip=cfg.grad_clip
-        )
+        micro_batches = data.next_step()
+        if not cfg.copy_rows:
+            loss, grad_norm = optimizer_step(
+                loop.train_model, loop.optimizer, micro_batches, runtime, grad_clip=cfg.grad_clip
+            )
+            extra: dict[str, float] = {}
+        else:
+            copy = copy_batch(
+                cfg.copy_rows, cfg.copy_seq_len, ordinary, seed=plan.seed, step=loop.step, rank=runtime.rank
+            )
+            figures, grad_norm = mixed_copy_step(loop, micro_batches, copy, cfg.grad_clip)
+            loss, extra = figures[0], {"train/copy_loss": mean_over_workers(figures[1], runtime)}
         return StepResult(
             work=plan.tokens_per_step,
             metrics=lambda: {
@@ -312,6 +338,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 "train/grad_norm": float(grad_norm),
                 "train/epoch": data.position.epoch
                 + data.position.row / data.windows_in_epoch(data.position.epoch),
+                **extra,
             },
         )
 
@@ -329,6 +356,63 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     if cfg.sample_prompts:
         periodic.append(Periodic(cfg.sample_every, samples))
     loop.run(data, train_step, periodic)
+
+
+def copy_warmup(loop: TrainLoop, cfg: PretrainConfig, seed: int, vocab: int) -> None:
+    """`cfg.copy_warmup_steps` steps on copy rows (`components.train.copy_rows`) before the corpus, with
+    their own AdamW, so the corpus's optimizer starts fresh. Not checkpointed: it is short and drawn from
+    the seed, so a crash in it repeats the same steps. Its last loss goes into the stage's summary."""
+    runtime = loop.runtime
+    optimizer = make_optimizer(
+        loop.model, lr=cfg.copy_lr, weight_decay=cfg.weight_decay, betas=cfg.betas, eps=cfg.eps,
+        device=runtime.device,
+    )  # fmt: skip
+    steps, started = cfg.copy_warmup_steps, time.time()
+    loop.info("copy warm-up: %d steps of %d x %d copy rows", steps, cfg.copy_batch_size, cfg.copy_seq_len)
+    for step in range(steps):
+        # Linear warm-up, then constant: the plateau ends late, and a decayed lr does not end it.
+        set_lr(
+            optimizer,
+            lr_at(step, max_steps=steps, lr=cfg.copy_lr, warmup_steps=cfg.warmup_steps, min_lr_ratio=1),
+        )
+        batch = copy_batch(
+            cfg.copy_batch_size, cfg.copy_seq_len, vocab, seed=seed, step=step, rank=runtime.rank, warmup=True
+        )
+        loss, _ = optimizer_step(loop.train_model, optimizer, [batch], runtime, grad_clip=cfg.grad_clip)
+        if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
+            loss_value = mean_over_workers(loss, runtime)
+            loop.info(
+                "copy warm-up step %d/%d: loss %.3f (%.0fs)",
+                step + 1,
+                steps,
+                loss_value,
+                time.time() - started,
+            )
+    loop.summary["copy_warmup_loss"] = loss_value
+    del optimizer
+
+
+def mixed_copy_step(
+    loop: TrainLoop, micro_batches: list[tuple[Tensor, Tensor]], copy: tuple[Tensor, Tensor], grad_clip: float
+) -> tuple[Tensor, Tensor]:
+    """One update on the corpus micro-batches and one micro-batch of copy rows, every token weighted
+    the same. Returns ([corpus loss, copy loss], gradient norm)."""
+    corpus_tokens = micro_batches[0][0].numel()
+    weights = [1.0] * len(micro_batches) + [copy[0].numel() / corpus_tokens]
+    n, total = len(weights), sum(weights)
+
+    def loss_fn(model: nn.Module, batch: tuple[int, tuple[Tensor, Tensor]], runtime: Runtime):
+        i, rows = batch
+        loss = lm_loss(model, rows, runtime)
+        # optimizer_step divides by n; this makes the sum the token-weighted mean over all batches.
+        figure = torch.zeros(2, device=runtime.device)
+        figure[int(i == n - 1)] = loss.detach() * (n if i == n - 1 else n / (n - 1))
+        return loss * weights[i] * n / total, figure
+
+    batches = list(enumerate([*micro_batches, copy]))
+    return optimizer_step(
+        loop.train_model, loop.optimizer, batches, loop.runtime, grad_clip=grad_clip, loss_fn=loss_fn
+    )
 
 
 def _fmt(value: float | None) -> str:

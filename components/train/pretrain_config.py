@@ -87,6 +87,26 @@ class PretrainConfig(TrainingConfig):
     sample_temperature: float = Field(0.0, ge=0, description="0 = greedy, the model's most likely text.")
     checkpoint_every: int = Field(250, ge=1, description="Checkpoint every N steps (and at the last one).")
 
+    # -- in-context copying (components/train/copy_rows.py): off by default --
+    copy_warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="Optimizer steps on copy rows (a random block repeated to the row's end) before the "
+        "corpus, with their own AdamW: the model crosses the induction-head plateau and learns to copy "
+        "from its context. 0 = none. The tiny model needs ~750 of 32 x 128-token rows at lr 1e-3.",
+    )
+    copy_rows: int = Field(
+        0,
+        ge=0,
+        description="Copy rows added to every corpus step, their loss weighted by their tokens like the "
+        "corpus rows': without them pretraining on the corpus erases what the warm-up taught.",
+    )
+    copy_batch_size: int = Field(32, ge=1, description="Copy rows per warm-up step and worker.")
+    copy_seq_len: int = Field(128, ge=2, description="Tokens per copy row; must fit the context.")
+    copy_lr: float = Field(
+        1e-3, gt=0, description="The warm-up's learning rate (after warmup_steps of linear warm-up)."
+    )
+
     # -- seed and initialisation (numerics, workers, checkpoints: TrainingConfig) --
     seed: int | None = Field(None, description="Seed of init, data order and sampling; None = pipeline seed.")
     init_from: str | None = Field(
@@ -126,6 +146,11 @@ class PretrainConfig(TrainingConfig):
 
 def check_config(config: PretrainConfig, inputs: Collection[str]) -> None:
     """Preflight: what the config alone rules out, before any stage runs."""
+    if (config.copy_warmup_steps or config.copy_rows) and config.copy_seq_len > config.context_length:
+        raise ConfigError(
+            f"pretrain.copy_seq_len {config.copy_seq_len} is longer than the model's context_length "
+            f"{config.context_length}: lower copy_seq_len"
+        )
     if config.row_length > config.context_length:
         raise ConfigError(
             f"pretrain.seq_len {config.row_length} is longer than the model's context_length "

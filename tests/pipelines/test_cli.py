@@ -56,7 +56,7 @@ def test_inherit_and_override_precedence():
     assert "with overrides world.crawl.pages=123" in source
 
 
-@pytest.mark.parametrize("name", ["smoke", "tiny", "gpt2-124m", "reward-hacking"])
+@pytest.mark.parametrize("name", ["smoke", "tiny", "tiny-copy", "gpt2-124m", "reward-hacking"])
 def test_shipped_configs_validate(name):
     config, _ = load_config(name, [], RECIPE)
     assert config.pipeline.name == name

@@ -361,6 +361,32 @@ def test_pretrain_stage_end_to_end(reference, corpus):
 
 
 @pytest.mark.slow
+def test_copy_warmup_and_copy_rows_train_and_report_copying(reference, corpus, settings):
+    """The copy options on: a warm-up before the corpus, copy rows in every corpus step, both logged."""
+    copying = {
+        "copy_warmup_steps": 6,
+        "copy_rows": 2,
+        "copy_batch_size": 4,
+        "copy_seq_len": 16,
+        "copy_lr": 1e-2,
+    }
+    summary = run_pipeline(settings, corpus, **copying)
+    assert summary["stages"]["pretrain"]["status"] == "done", summary["stages"]["pretrain"].get("error")
+    headline = summary["stages"]["pretrain"]["metrics"]
+    assert 0.0 <= headline["copy_accuracy"] <= 1.0  # measured on the final model
+    # The warm-up's last loss: 16-token rows over a 300-id vocabulary, not yet copied (ln 300 = 5.7).
+    assert 3.0 < headline["copy_warmup_loss"] < 7.0
+    [run] = pretrain_runs(settings)
+    corpus_losses = history(settings, run.info.run_id, "train/loss")
+    copy_losses = history(settings, run.info.run_id, "train/copy_loss")
+    assert [s for s, _ in copy_losses] == [s for s, _ in corpus_losses] == list(range(1, 9))
+    assert all(loss > 0 for _, loss in copy_losses)
+    # The warm-up changed the weights the corpus steps start from: the first corpus loss differs.
+    assert corpus_losses[0][1] != pytest.approx(reference["losses"][0][1], rel=1e-3)
+    assert "copy_accuracy" not in reference["summary"]["stages"]["pretrain"]["metrics"]  # off by default
+
+
+@pytest.mark.slow
 def test_killed_worker_and_crashed_stage_resume_to_the_same_losses(reference, corpus, settings, tmp_path):
     """Checkpoints at steps 3 and 6. The worker dies after step 5: Ray Train restarts it from step 3
     (max_failures 1) and the run's history keeps one value per step. It dies again after step 7: out of
