@@ -34,6 +34,7 @@ from components.model.checkpoint import TOKENIZER_FILE, save_model_dir  # noqa: 
 from components.model.gpt import GPT  # noqa: E402
 from components.serve.resolve import resolve_model  # noqa: E402
 from components.tokenizer.bpe import load_tokenizer, special_token_ids  # noqa: E402
+from components.train.copy_rows import repeated_block_rows  # noqa: E402
 from components.train.pretrain_config import PretrainConfig  # noqa: E402
 from components.train.trainer import lr_at, make_optimizer, set_lr, setup_runtime  # noqa: E402
 
@@ -50,18 +51,7 @@ def copy_rows(n: int, length: int, ordinary: int, generator: torch.Generator) ->
     return rows
 
 
-def periodic_rows(n: int, length: int, ordinary: int, generator: torch.Generator) -> torch.Tensor:
-    """n rows of `length` tokens, each one random block of 8-64 ordinary tokens repeated to the end."""
-    rows = torch.empty(n, length, dtype=torch.long)
-    for row in rows:
-        block = torch.randint(
-            0, ordinary, (int(torch.randint(8, 65, (1,), generator=generator)),), generator=generator
-        )
-        row[:] = block.repeat(length // len(block) + 1)[:length]
-    return rows
-
-
-ROWS = {"spans": copy_rows, "periodic": periodic_rows}
+ROWS = {"spans": copy_rows, "periodic": repeated_block_rows}  # periodic: what pretrain.copy_* trains on
 
 
 def main() -> None:
