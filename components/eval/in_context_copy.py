@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from components.model.gpt import evaluating
-from components.tokenizer.bpe import special_token_ids
+from components.tokenizer.bpe import ordinary_token_count
 
 
 @torch.no_grad()
@@ -24,7 +24,7 @@ def copy_accuracy(
 ) -> float | None:
     """Greedy next-token accuracy on the second copy of `sequences` random sequences of `length`
     ordinary tokens (special tokens excluded); None when there is nothing to score."""
-    ordinary = min(special_token_ids(tok).values(), default=tok.get_vocab_size())
+    ordinary = ordinary_token_count(tok)
     if sequences < 1 or length < 2 or ordinary < 2:
         return None
     device = next(model.parameters()).device

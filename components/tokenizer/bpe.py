@@ -296,6 +296,11 @@ def special_token_ids(tok: Tokenizer) -> dict[str, int]:
     return {t.content: i for i, t in sorted(tok.get_added_tokens_decoder().items()) if t.special}
 
 
+def ordinary_token_count(tok: Tokenizer) -> int:
+    """Ids below this are ordinary (byte-level BPE) tokens: the special ones are added after them."""
+    return min(special_token_ids(tok).values(), default=tok.get_vocab_size())
+
+
 def eot_id(tok: Tokenizer) -> int:
     """Id of `<|endoftext|>`, the document separator."""
     i = special_token_ids(tok).get(EOT)

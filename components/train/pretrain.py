@@ -49,7 +49,7 @@ from components.io.token_stream import (
 from components.model.checkpoint import load_state_compatible, save_model_dir
 from components.model.generate import generate
 from components.model.gpt import GPT, GPTConfig, evaluating
-from components.tokenizer.bpe import decode, encode_batch, eot_id, load_tokenizer, special_token_ids
+from components.tokenizer.bpe import decode, encode_batch, eot_id, load_tokenizer, ordinary_token_count
 from components.train.copy_rows import copy_batch
 from components.train.loop import Periodic, StepResult, TrainLoop
 from components.train.pretrain_config import SPEC, PretrainConfig
@@ -314,7 +314,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     )
     token_bytes = torch.tensor(plan.token_bytes, device=runtime.device)
     tokenizer = load_tokenizer(plan.tokenizer_file)
-    ordinary = min(special_token_ids(tokenizer).values(), default=tokenizer.get_vocab_size())
+    ordinary = ordinary_token_count(tokenizer)
     if cfg.copy_warmup_steps and not loop.resumed:  # a checkpoint's weights have been through it
         copy_warmup(loop, cfg, plan.seed, ordinary)
 
@@ -389,7 +389,6 @@ def copy_warmup(loop: TrainLoop, cfg: PretrainConfig, seed: int, vocab: int) -> 
                 time.time() - started,
             )
     loop.summary["copy_warmup_loss"] = loss_value
-    del optimizer
 
 
 def mixed_copy_step(

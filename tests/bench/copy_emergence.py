@@ -33,7 +33,7 @@ from components.eval.in_context_copy import copy_accuracy  # noqa: E402
 from components.model.checkpoint import TOKENIZER_FILE, save_model_dir  # noqa: E402
 from components.model.gpt import GPT  # noqa: E402
 from components.serve.resolve import resolve_model  # noqa: E402
-from components.tokenizer.bpe import load_tokenizer, special_token_ids  # noqa: E402
+from components.tokenizer.bpe import load_tokenizer, ordinary_token_count  # noqa: E402
 from components.train.copy_rows import repeated_block_rows  # noqa: E402
 from components.train.pretrain_config import PretrainConfig  # noqa: E402
 from components.train.trainer import lr_at, make_optimizer, set_lr, setup_runtime  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     base = resolve_model(str(args.run_dir), stage="pretrain")  # as `gptrecipe chat` finds it
     tok = load_tokenizer(base.model_dir / TOKENIZER_FILE)
-    ordinary = min(special_token_ids(tok).values(), default=tok.get_vocab_size())
+    ordinary = ordinary_token_count(tok)
     cfg = PretrainConfig()  # the demo's shape and optimizer (tiny.yaml changes only batch and steps)
     if args.lr:
         cfg = cfg.model_copy(update={"lr": args.lr})
