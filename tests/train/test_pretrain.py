@@ -28,6 +28,7 @@ from components.model.checkpoint import CheckpointError, load_model_dir, save_mo
 from components.model.gpt import GPT, GPTConfig
 from components.tokenizer.bpe import TokenizerConfig, decode, encode_batch, eot_id, train_tokenizer
 from components.train.pretrain import PretrainConfig, evaluate, plan_pretraining, pretrain, unigram_entropy
+from components.train.pretrain_config import check_config
 from components.train.trainer import Runtime
 from pipelines.config import PipelineSettings
 from pipelines.dag import Node, Pipeline
@@ -203,6 +204,12 @@ def test_sequence_longer_than_the_context_is_refused(corpus):
         plan(corpus, seq_len=64)
     with pytest.raises(ConfigError, match=r"sample prompt 'The capital of Ejon is' .* longer than .* 32"):
         plan(corpus, sample_tokens=30)
+
+
+def test_copy_rows_longer_than_the_context_are_refused_before_any_stage():
+    with pytest.raises(ConfigError, match="copy_seq_len 64 is longer than the model's context_length 32"):
+        check_config(small(copy_rows=2, copy_seq_len=64), [])
+    check_config(small(copy_seq_len=64), [])  # no copy rows asked for: nothing to refuse
 
 
 def test_tokens_from_another_tokenizer_are_refused(corpus, tmp_path):
